@@ -1,0 +1,1 @@
+"""The run/store layer: knows nothing of any ML framework."""
