@@ -616,7 +616,11 @@ def _system_metrics_wanted(flag: bool | None) -> bool:
         return flag
     if _system_metrics_default is not None:
         return _system_metrics_default
-    return os.environ.get("MLTRAIL_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in ("1", "true", "yes")
+    if not os.environ.get("MLTRAIL_ENABLE_SYSTEM_METRICS_LOGGING"):
+        return False
+    from mltrail.core.system_metrics import system_metrics_enabled_by_env
+
+    return system_metrics_enabled_by_env()
 
 
 def _start_system_metrics(run: ActiveRun) -> None:
@@ -654,9 +658,13 @@ def _capture_environment_later(client: Client, run_id: str) -> None:
             for path, data in captured.artifacts.items():
                 client.log_bytes(run_id, data, path)
             if captured.tags:
-                buf = get_writer().buffer(client.store, run_id)
-                if not buf.closed:
-                    buf.set_tags(captured.tags)
+                # Straight to the store from this background thread: going through a buffer
+                # could re-open one for a run that has ended meanwhile.
+                from mltrail.core.store import WriteBatch
+
+                client.store.write_batch(
+                    WriteBatch(tags=[(run_id, k, v) for k, v in captured.tags.items()])
+                )
         except Exception:  # noqa: BLE001 - capture is best effort, never an error in training
             _log.debug("background environment capture failed", exc_info=True)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -165,7 +166,7 @@ class SystemMetricsMonitor:
         if self._samplers is None:
             # Cheap (a spec lookup and two stats), and on the caller's thread so the warning
             # points at user code and is not swallowed by the thread's safety net.
-            _notice_missing_nvml(stacklevel=3)
+            _notice_missing_nvml()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
@@ -184,9 +185,7 @@ class SystemMetricsMonitor:
             samplers = self._samplers if self._samplers is not None else default_samplers()
             started = time.monotonic()
             ticks = 1
-            while not self._stop_event.wait(
-                max(0.0, started + ticks * self.interval - time.monotonic())
-            ):
+            while not self._stop_event.wait(max(0.0, started + ticks * self.interval - time.monotonic())):
                 self._sample_once(samplers)
                 # Skip the slots a slow sample overran rather than sampling in a burst.
                 ticks = max(ticks + 1, int((time.monotonic() - started) / self.interval) + 1)
@@ -397,17 +396,20 @@ def nvidia_gpu_present() -> bool:
     return any(os.path.exists(path) for path in NVIDIA_DEVICE_PATHS)
 
 
-def _notice_missing_nvml(stacklevel: int = 2) -> None:
+def _notice_missing_nvml() -> None:
     """Warn once per process when there is an NVIDIA GPU but no ``pynvml`` to read it."""
     global _nvml_notice_given
     if _nvml_notice_given:
         return
-    import importlib.util
+    if "pynvml" in sys.modules:
+        missing = sys.modules["pynvml"] is None
+    else:
+        import importlib.util
 
-    try:
-        missing = importlib.util.find_spec("pynvml") is None
-    except (ImportError, ValueError):
-        missing = True
+        try:
+            missing = importlib.util.find_spec("pynvml") is None
+        except (ImportError, ValueError):
+            missing = True
     if not missing or not nvidia_gpu_present():
         return
     with _nvml_notice_lock:
@@ -418,8 +420,19 @@ def _notice_missing_nvml(stacklevel: int = 2) -> None:
         "An NVIDIA GPU is present but NVIDIA's NVML binding is not installed, so no GPU "
         "metrics are logged; install it with: pip install 'mltrail[gpu]'",
         UserWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=_user_stacklevel(),
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside mltrail, seen from our caller."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(2)  # the caller of the function that warns
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def visible_gpu_indices(cuda_visible_devices: str | None, uuids: Sequence[str]) -> list[int]:

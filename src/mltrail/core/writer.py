@@ -30,7 +30,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Mapping
-from itertools import repeat
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 from mltrail.core.errors import ParamConflictError, RunStateError
@@ -130,11 +130,11 @@ class RunBuffer:
             value = validate_metric_value(key, value)
         if step is None:
             step = 0
-        elif type(step) is not int:
+        elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
             step = validate_int("step", step)
         if timestamp is None:
             timestamp = _time_ns() // 1_000_000
-        elif type(timestamp) is not int:
+        elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
         if self.writer.overloaded or self.closed:
             self._refuse(1)
@@ -148,11 +148,11 @@ class RunBuffer:
     ) -> None:
         if step is None:
             step = 0
-        elif type(step) is not int:
+        elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
             step = validate_int("step", step)
         if timestamp is None:
             timestamp = _time_ns() // 1_000_000
-        elif type(timestamp) is not int:
+        elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
         series = self.series
         points = []
@@ -261,9 +261,8 @@ class RunBuffer:
                 continue
             pop = queue.popleft
             points = [pop() for _ in repeat(None, n)]
-            table = np.array(points, dtype=np.float64)
-            if table.ndim != 2:  # pragma: no cover - defensive: tuples are always 3 long
-                continue
+            # fromiter over the flattened tuples is twice as fast as np.array(points).
+            table = np.fromiter(chain.from_iterable(points), np.float64, 3 * n).reshape(n, 3)
             steps = table[:, 0]
             stamps = table[:, 1]
             if np.abs(steps).max() >= 2**53 or np.abs(stamps).max() >= 2**53:

@@ -51,8 +51,9 @@ _log = logging.getLogger("mltrail.store")
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 # A series' trailing chunks smaller than this are merged once enough of them pile up, so that a
-# metric logged one point per flush still reads back from a handful of rows.
-COMPACT_TARGET_POINTS = 65_536
+# metric logged one point per flush still reads back from few rows (1,000,000 points logged one
+# per flush end up in about 250 rows).
+COMPACT_TARGET_POINTS = 4_096
 _IN_CHUNK = 500  # ids per IN (...) list when loading many runs
 
 
