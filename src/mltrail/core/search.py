@@ -185,9 +185,10 @@ def _tokenize(text: str) -> list[_Token]:
                     j = k + 2
                     continue
                 break
+            nul = text.find("\0", i, k)
+            if nul >= 0:
+                raise SearchSyntaxError("a NUL character is not allowed", text, nul)
             body = "".join(chunks)
-            if "\0" in body:
-                raise SearchSyntaxError("a NUL character is not allowed", text, i + body.index("\0"))
             tokens.append(_Token("backtick" if c == "`" else "string", body, i, k + 1))
             i = k + 1
         elif c in "(),":
