@@ -137,7 +137,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mltrail.core.client import Client as Client
-    from mltrail.core.client import Client as MlflowClient
+    from mltrail.core.client import Client as MlflowClient  # noqa: F401
     from mltrail.core.entities import *  # noqa: F403
     from mltrail.core.errors import *  # noqa: F403
     from mltrail.core.fluent import *  # noqa: F403

@@ -74,7 +74,7 @@ def test_params_immutable_same_value_ok(tracking_uri: str) -> None:
     with mltrail.start_run() as run:
         mltrail.log_params({"lr": 0.1, "layers": [64, 32], "name": "mlp", "flag": True, "none": None})
         mltrail.log_param("lr", 0.1)  # same value again: fine
-        with pytest.raises(mltrail.ParamConflictError, match="'lr'.*0.1.*0.2"):
+        with pytest.raises(mltrail.ParamConflictError, match=r"'lr'.*0\.1.*0\.2"):
             mltrail.log_param("lr", 0.2)
         with pytest.raises(mltrail.ParamConflictError):
             mltrail.log_params({"new": 1, "lr": 0.3})

@@ -119,7 +119,7 @@ def from_pandas(
     sample = df if n_rows <= 2 * _SAMPLE_ROWS else pd.concat([df.head(_SAMPLE_ROWS), df.tail(_SAMPLE_ROWS)])
     h.update(pd.util.hash_pandas_object(sample, index=False).values.tobytes())
     d = digest or h.hexdigest()[:16]
-    schema = {"columns": [{"name": str(c), "type": t} for c, t in zip(columns, dtypes)]}
+    schema = {"columns": [{"name": str(c), "type": t} for c, t in zip(columns, dtypes, strict=True)]}
     if targets is not None:
         schema["targets"] = targets  # type: ignore[assignment]
     return Dataset(

@@ -34,7 +34,7 @@ from mltrail.core.errors import (
     InvalidValueError,
     RunStateError,
 )
-from mltrail.core.store import get_store, resolve_tracking_uri
+from mltrail.core.store import resolve_tracking_uri
 from mltrail.core.writer import RunBuffer, get_writer
 
 _log = logging.getLogger("mltrail.fluent")
@@ -81,7 +81,7 @@ class ActiveRun:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         if exc_type is None:
             status = RunStatus.FINISHED.value
         elif issubclass(exc_type, KeyboardInterrupt):
@@ -89,7 +89,6 @@ class ActiveRun:
         else:
             status = RunStatus.FAILED.value
         _end(self, status)
-        return False
 
     def __repr__(self) -> str:
         return f"<ActiveRun: run_id={self.info.run_id!r}, name={self.info.run_name!r}>"

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mltrail.core.entities import (
     Dataset,
@@ -42,9 +42,6 @@ from mltrail.core.errors import (
 )
 from mltrail.core.store.base import PagedList, Store, WriteBatch
 from mltrail.core.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE, render
-
-if TYPE_CHECKING:
-    import numpy as np
 
 _log = logging.getLogger("mltrail.store")
 
@@ -158,6 +155,7 @@ class SqlStore(Store):
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> _Connection:
+        raw: Any
         if self.dialect == "sqlite":
             raw = sqlite3.connect(
                 self.location, timeout=60.0, isolation_level=None, check_same_thread=False
@@ -881,6 +879,3 @@ def open_postgres(uri: str, artifact_root: str) -> SqlStore:
     )
     return SqlStore(uri, "postgresql", location, artifact_root)
 
-
-def _unused(x: np.ndarray) -> None:  # pragma: no cover - keeps the TYPE_CHECKING import used
-    del x
