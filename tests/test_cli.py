@@ -129,8 +129,13 @@ def test_experiments_ls_table_and_json(recorded: Recorded, capsys: pytest.Captur
     data = cli_json(capsys, recorded.uri, "experiments", "ls")
     assert [e["name"] for e in data] == ["Default", "digits"]
     assert set(data[0]) == {
-        "experiment_id", "name", "artifact_location", "lifecycle_stage", "creation_time",
-        "last_update_time", "tags",
+        "experiment_id",
+        "name",
+        "artifact_location",
+        "lifecycle_stage",
+        "creation_time",
+        "last_update_time",
+        "tags",
     }
     assert data[1]["experiment_id"] == "1" and data[1]["lifecycle_stage"] == "active"
 
@@ -159,8 +164,20 @@ def test_runs_ls_experiment_and_json_records(recorded: Recorded, capsys: pytest.
     assert {r["run_id"] for r in data} == {recorded.baseline, recorded.tuned}
     base = next(r for r in data if r["run_id"] == recorded.baseline)
     assert list(base) == [
-        "run_id", "run_name", "experiment_id", "experiment_name", "status", "lifecycle_stage",
-        "user_id", "start_time", "end_time", "artifact_uri", "parent_run_id", "params", "metrics", "tags",
+        "run_id",
+        "run_name",
+        "experiment_id",
+        "experiment_name",
+        "status",
+        "lifecycle_stage",
+        "user_id",
+        "start_time",
+        "end_time",
+        "artifact_uri",
+        "parent_run_id",
+        "params",
+        "metrics",
+        "tags",
     ]
     assert base["experiment_name"] == "digits" and base["run_name"] == "baseline"
     assert base["params"] == {"lr": "0.1", "model": "mlp", "only_a": "x"}
@@ -180,8 +197,14 @@ def test_runs_ls_filter_order_columns_max_results(
     recorded: Recorded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = cli(
-        capsys, recorded.uri, "runs", "ls", "--filter", "params.lr = '0.2'",
-        "--columns", "run_name,params.lr,metrics.acc,status",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "--filter",
+        "params.lr = '0.2'",
+        "--columns",
+        "run_name,params.lr,metrics.acc,status",
     )
     assert code == 0
     assert _rows(out) == [
@@ -191,38 +214,97 @@ def test_runs_ls_filter_order_columns_max_results(
     ]
 
     ordered = cli_json(
-        capsys, recorded.uri, "runs", "ls", "-e", "digits", "--order-by", "metrics.acc DESC",
-        "--columns", "run_name,metrics.acc",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "-e",
+        "digits",
+        "--order-by",
+        "metrics.acc DESC",
+        "--columns",
+        "run_name,metrics.acc",
     )
-    assert ordered == [{"run_name": "tuned", "metrics.acc": 0.95}, {"run_name": "baseline", "metrics.acc": 0.91}]
+    assert ordered == [
+        {"run_name": "tuned", "metrics.acc": 0.95},
+        {"run_name": "baseline", "metrics.acc": 0.91},
+    ]
     ascending = cli_json(
-        capsys, recorded.uri, "runs", "ls", "-e", "digits", "--order-by", "metrics.acc ASC", "-c", "run_name",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "-e",
+        "digits",
+        "--order-by",
+        "metrics.acc ASC",
+        "-c",
+        "run_name",
     )
     assert ascending == [{"run_name": "baseline"}, {"run_name": "tuned"}]
 
     combined = cli_json(
-        capsys, recorded.uri, "runs", "ls", "--filter", "metrics.acc > 0.9 AND tags.team = 'ml'",
-        "--columns", "run_name", "--order-by", "attributes.run_name",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "--filter",
+        "metrics.acc > 0.9 AND tags.team = 'ml'",
+        "--columns",
+        "run_name",
+        "--order-by",
+        "attributes.run_name",
     )
     assert combined == [{"run_name": "baseline"}, {"run_name": "tuned"}]
 
     code, out, err = cli(
-        capsys, recorded.uri, "runs", "ls", "-e", "digits", "--order-by", "metrics.acc DESC",
-        "--max-results", "1", "--json", "-c", "run_name",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "-e",
+        "digits",
+        "--order-by",
+        "metrics.acc DESC",
+        "--max-results",
+        "1",
+        "--json",
+        "-c",
+        "run_name",
     )
     assert code == 0 and json.loads(out) == [{"run_name": "tuned"}]
     assert "first 1 matching runs" in err
 
     # Wildcards, attribute aliases and missing values.
     wide = cli_json(
-        capsys, recorded.uri, "runs", "ls", "-e", "digits", "--order-by", "attributes.run_name",
-        "--columns", "name,params.*,tags.extra",
+        capsys,
+        recorded.uri,
+        "runs",
+        "ls",
+        "-e",
+        "digits",
+        "--order-by",
+        "attributes.run_name",
+        "--columns",
+        "name,params.*,tags.extra",
     )
     assert wide == [
-        {"run_name": "baseline", "params.lr": "0.1", "params.model": "mlp", "params.only_a": "x",
-         "params.only_b": None, "tags.extra": None},
-        {"run_name": "tuned", "params.lr": "0.2", "params.model": "mlp", "params.only_a": None,
-         "params.only_b": "y", "tags.extra": "1"},
+        {
+            "run_name": "baseline",
+            "params.lr": "0.1",
+            "params.model": "mlp",
+            "params.only_a": "x",
+            "params.only_b": None,
+            "tags.extra": None,
+        },
+        {
+            "run_name": "tuned",
+            "params.lr": "0.2",
+            "params.model": "mlp",
+            "params.only_a": None,
+            "params.only_b": "y",
+            "tags.extra": "1",
+        },
     ]
 
 
@@ -240,7 +322,11 @@ def test_parse_columns_backticks_and_aliases(recorded: Recorded) -> None:
     runs = [mltrail.get_run(recorded.baseline)]
     cols = parse_columns(["metrics.`a,b`,attributes.status", "tag.team,user"], runs)
     assert [c.name for c in cols] == ["metrics.a,b", "status", "tags.team", "user_id"]
-    assert [c.name for c in parse_columns(["metrics.*"], runs)] == ["metrics.acc", "metrics.grad", "metrics.loss"]
+    assert [c.name for c in parse_columns(["metrics.*"], runs)] == [
+        "metrics.acc",
+        "metrics.grad",
+        "metrics.loss",
+    ]
 
 
 # ---------------------------------------------------------------------------- runs show
@@ -257,7 +343,7 @@ def test_runs_show_table(recorded: Recorded, capsys: pytest.CaptureFixture[str])
     assert metrics[1] == ["key", "last", "step", "min", "max", "count"]
     assert ["loss", "0.2", "4", "0.2", "1.0", "5"] in metrics
     assert ["acc", "0.91", "0", "0.91", "0.91", "1"] in metrics
-    tags = _rows(sections["Tags (8)"])
+    tags = _rows(sections["Tags (9)"])
     assert tags[3] == ["stage", "dev"]  # user tags first, then mltrail.* ones
     assert ["mltrail.host", "box-a"] in tags
     datasets = _rows(sections["Datasets (1)"])
@@ -275,7 +361,12 @@ def test_runs_show_json(recorded: Recorded, capsys: pytest.CaptureFixture[str]) 
     assert data["run_id"] == recorded.baseline and data["experiment_name"] == "digits"
     assert data["params"] == {"lr": "0.1", "model": "mlp", "only_a": "x"}
     assert data["metrics"]["loss"] == {
-        "last": 0.2, "step": 4, "timestamp": data["metrics"]["loss"]["timestamp"], "min": 0.2, "max": 1.0, "count": 5,
+        "last": 0.2,
+        "step": 4,
+        "timestamp": data["metrics"]["loss"]["timestamp"],
+        "min": 0.2,
+        "max": 1.0,
+        "count": 5,
     }
     assert data["metrics"]["grad"]["last"] == "Infinity" and data["metrics"]["grad"]["min"] == 1.0
     assert data["tags"]["mltrail.source.git.commit"] == "a" * 40
@@ -311,10 +402,14 @@ def test_runs_compare_marks_differences(recorded: Recorded, capsys: pytest.Captu
     assert ["*", "grad", "inf", "-"] in rows
     assert "Params (3 of 4 differ)" in out and "Metrics (3 of 3 differ)" in out
 
-    code, out, _ = cli(capsys, recorded.uri, "runs", "compare", recorded.baseline, recorded.tuned, "--diff-only")
+    code, out, _ = cli(
+        capsys, recorded.uri, "runs", "compare", recorded.baseline, recorded.tuned, "--diff-only"
+    )
     assert code == 0 and "model" not in out and "only_b" in out
 
-    data = cli_json(capsys, recorded.uri, "runs", "compare", recorded.baseline, recorded.tuned, recorded.other)
+    data = cli_json(
+        capsys, recorded.uri, "runs", "compare", recorded.baseline, recorded.tuned, recorded.other
+    )
     assert [r["run_name"] for r in data["runs"]] == ["baseline", "tuned", "stray"]
     params = {p["key"]: p for p in data["params"]}
     assert params["lr"] == {"key": "lr", "values": ["0.1", "0.2", "0.3"], "differs": True}
@@ -395,7 +490,13 @@ def test_metrics_history_table_and_sparkline(recorded: Recorded, capsys: pytest.
     assert lines[0] == f"loss  run {recorded.baseline} (baseline), 5 points"
     table = _rows("\n".join(lines[1:8]))
     assert table[0] == ["step", "value", "timestamp"]
-    assert [r[:2] for r in table[2:]] == [["0", "1.0"], ["1", "0.5"], ["2", "nan"], ["3", "0.25"], ["4", "0.2"]]
+    assert [r[:2] for r in table[2:]] == [
+        ["0", "1.0"],
+        ["1", "0.5"],
+        ["2", "nan"],
+        ["3", "0.25"],
+        ["4", "0.2"],
+    ]
     assert lines[-2] == "min 0.2  max 1.0  last 0.2 (step 4)"
     assert lines[-1] == "█▄ ▁▁"
 
@@ -407,7 +508,11 @@ def test_metrics_json(recorded: Recorded, capsys: pytest.CaptureFixture[str]) ->
     data = cli_json(capsys, recorded.uri, "metrics", recorded.baseline, "loss")
     assert data["run_id"] == recorded.baseline and data["key"] == "loss"
     assert [(p["step"], p["value"]) for p in data["points"]] == [
-        (0, 1.0), (1, 0.5), (2, "NaN"), (3, 0.25), (4, 0.2)
+        (0, 1.0),
+        (1, 0.5),
+        (2, "NaN"),
+        (3, 0.25),
+        (4, 0.2),
     ]
     assert all(isinstance(p["timestamp"], int) for p in data["points"])
     grad = cli_json(capsys, recorded.uri, "metrics", recorded.baseline, "grad")
@@ -419,6 +524,24 @@ def test_metrics_unknown_key_or_run(recorded: Recorded, capsys: pytest.CaptureFi
     assert code == 1 and err.startswith("error: ") and "'nope'" in err and "acc, grad, loss" in err
     code, _, err = cli(capsys, recorded.uri, "metrics", "feedface", "loss")
     assert code == 1 and err == "error: no run with id 'feedface'\n"
+
+
+def test_narrow_stdout_gets_ascii_sparkline_and_escapes(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mltrail.start_run(run_id=recorded.tuned):  # resumed to add a tag
+        mltrail.set_tag("note", "naïve ✓")
+    raw = io.BytesIO()
+    ascii_out = io.TextIOWrapper(raw, encoding="ascii", newline="\n")
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    assert main(["--tracking-uri", recorded.uri, "metrics", recorded.baseline, "loss", "--no-table"]) == 0
+    assert (
+        main(["--tracking-uri", recorded.uri, "runs", "ls", "-c", "run_name,tags.note", "-e", "digits"]) == 0
+    )
+    ascii_out.flush()
+    text = raw.getvalue().decode("ascii")
+    assert text.splitlines()[2] == "#: __"  # the ASCII ramp "_.-:=+*#"
+    assert "naive" not in text and "na\\xefve \\u2713" in text
 
 
 def test_sparkline() -> None:
@@ -444,15 +567,26 @@ def test_render_table() -> None:
 
 
 # ---------------------------------------------------------------------------- runs export
-def test_export_csv_stdout_and_file(recorded: Recorded, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = cli(capsys, recorded.uri, "runs", "export", "-e", "digits", "--order-by", "attributes.run_name")
+def test_export_csv_stdout_and_file(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = cli(
+        capsys, recorded.uri, "runs", "export", "-e", "digits", "--order-by", "attributes.run_name"
+    )
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["run_name"] for r in rows] == ["baseline", "tuned"]
     header = out.splitlines()[0].split(",")
     assert header[:9] == [
-        "run_id", "run_name", "experiment_id", "experiment_name", "status", "user_id", "start_time",
-        "end_time", "artifact_uri",
+        "run_id",
+        "run_name",
+        "experiment_id",
+        "experiment_name",
+        "status",
+        "user_id",
+        "start_time",
+        "end_time",
+        "artifact_uri",
     ]
     assert header.index("metrics.acc") < header.index("params.lr") < header.index("tags.team")
     base = rows[0]
@@ -463,8 +597,18 @@ def test_export_csv_stdout_and_file(recorded: Recorded, capsys: pytest.CaptureFi
 
     target = tmp_path / "runs.csv"
     code, out, err = cli(
-        capsys, recorded.uri, "runs", "export", "--format", "csv", "--output", str(target),
-        "--filter", "params.lr = '0.3'", "--columns", "run_id,params.lr",
+        capsys,
+        recorded.uri,
+        "runs",
+        "export",
+        "--format",
+        "csv",
+        "--output",
+        str(target),
+        "--filter",
+        "params.lr = '0.3'",
+        "--columns",
+        "run_id,params.lr",
     )
     assert code == 0 and out == "" and "wrote 1 runs" in err
     assert target.read_text() == f"run_id,params.lr\n{recorded.other},0.3\n"
@@ -486,6 +630,14 @@ def test_export_parquet(recorded: Recorded, capsys: pytest.CaptureFixture[str], 
     assert by_name["tuned"]["start_time"].timestamp() * 1000 == pytest.approx(
         mltrail.get_run(recorded.tuned).info.start_time
     )
+
+
+def test_export_to_an_unwritable_place(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing-dir" / "runs.csv"
+    code, _, err = cli(capsys, recorded.uri, "runs", "export", "--output", str(target))
+    assert code == 1 and err.startswith(f"error: could not write {target}")
 
 
 def test_export_parquet_needs_pyarrow_and_a_file(
@@ -539,13 +691,28 @@ def test_on_postgresql(
         monkeypatch.setenv(f"MLTRAIL_CAPTURE_{part}", "false")
     rec = _record(tracking_uri, tmp_path)
     listed = cli_json(
-        capsys, tracking_uri, "runs", "ls", "--filter", "metrics.acc > 0.9", "--order-by", "metrics.acc DESC",
-        "-c", "run_id,metrics.acc",
+        capsys,
+        tracking_uri,
+        "runs",
+        "ls",
+        "--filter",
+        "metrics.acc > 0.9",
+        "--order-by",
+        "metrics.acc DESC",
+        "-c",
+        "run_id,metrics.acc",
     )
-    assert listed == [{"run_id": rec.tuned, "metrics.acc": 0.95}, {"run_id": rec.baseline, "metrics.acc": 0.91}]
+    assert listed == [
+        {"run_id": rec.tuned, "metrics.acc": 0.95},
+        {"run_id": rec.baseline, "metrics.acc": 0.91},
+    ]
     shown = cli_json(capsys, tracking_uri, "runs", "show", rec.baseline)
     assert shown["metrics"]["loss"]["count"] == 5 and shown["datasets"][0]["digest"] == rec.digest
-    assert [a["path"] for a in shown["artifacts"]] == ["environment/requirements.txt", "notes.txt", "plots/curve.txt"]
+    assert [a["path"] for a in shown["artifacts"]] == [
+        "environment/requirements.txt",
+        "notes.txt",
+        "plots/curve.txt",
+    ]
     diff = cli_json(capsys, tracking_uri, "runs", "diff", rec.baseline, rec.tuned)
     assert diff["packages"][0] == {"key": "numpy", "a": "1.26.0", "b": "2.0.0", "change": "changed"}
     history = cli_json(capsys, tracking_uri, "metrics", rec.baseline, "loss")
@@ -557,7 +724,11 @@ def _run_cli(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLTRAIL_TRACKING_URI": uri, "COLUMNS": "60"}
     return subprocess.run(
         [sys.executable, "-m", "mltrail", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -115,7 +115,7 @@ def _fmt_duration(seconds: float | None) -> str:
         return _MISSING
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -165,7 +165,7 @@ def render_table(
     out = []
     if headers is not None:
         out.append(line(head))
-        out.append(line(["-" * w if h else "" for h, w in zip(head, widths)]))
+        out.append(line(["-" * w if h else "" for h, w in zip(head, widths, strict=True)]))
     out.extend(line(row) for row in body)
     return "\n".join(out)
 
@@ -198,6 +198,22 @@ def _maybe_json(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _tolerate_narrow_encoding(stream: IO[str]) -> None:
+    """On a stream that cannot print Unicode (an ASCII locale), escape what it cannot print.
+
+    User text (run names, tag values) must not turn into a UnicodeEncodeError traceback; the
+    sparkline switches to ASCII characters on such a stream.
+    """
+    if _can_encode(stream, SPARK_CHARS):
+        return
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a stream that cannot change mid-way: leave it
+            pass
 
 
 def _can_encode(stream: IO[str], text: str) -> bool:
@@ -447,7 +463,8 @@ def _split_columns(specs: Sequence[str]) -> list[str]:
     """Split comma-separated column specs; commas inside backticks belong to the key."""
     out: list[str] = []
     for spec in specs:
-        current, quoted = [], False
+        current: list[str] = []
+        quoted = False
         for ch in spec:
             if ch == "`":
                 quoted = not quoted
@@ -567,7 +584,9 @@ def _id_sort_key(experiment_id: str) -> tuple[int, int | str]:
     return (0, int(experiment_id)) if experiment_id.isdigit() else (1, experiment_id)
 
 
-def _searched_runs(args: argparse.Namespace, client: Client, max_results: int | None) -> tuple[list[Run], bool]:
+def _searched_runs(
+    args: argparse.Namespace, client: Client, max_results: int | None
+) -> tuple[list[Run], bool]:
     from mltrail.core.entities import ViewType
 
     view = ViewType.ALL if getattr(args, "all", False) else ViewType.ACTIVE_ONLY
@@ -580,9 +599,7 @@ def cmd_runs_ls(args: argparse.Namespace, out: IO[str]) -> int:
     limit = args.max_results if args.max_results is not None else _LS_DEFAULT_MAX
     runs, more = _searched_runs(args, client, limit)
     if more:
-        sys.stderr.write(
-            f"note: showing the first {limit} matching runs; pass --max-results to see more\n"
-        )
+        sys.stderr.write(f"note: showing the first {limit} matching runs; pass --max-results to see more\n")
     names = _ExperimentNames(client)
     attributes = _attributes(names)
     if args.json:
@@ -633,9 +650,7 @@ def cmd_runs_show(args: argparse.Namespace, out: IO[str]) -> int:
     run = _get_run(client, args.run_id)
     names = _ExperimentNames(client)
     info = run.info
-    artifacts = [
-        {"path": f.path, "size": f.file_size} for f in _artifact_files(client, info.run_id)
-    ]
+    artifacts = [{"path": f.path, "size": f.file_size} for f in _artifact_files(client, info.run_id)]
     datasets = _datasets(run)
     summaries = run.data.metric_summaries
     metrics: dict[str, dict[str, Any]] = {}
@@ -672,7 +687,11 @@ def cmd_runs_show(args: argparse.Namespace, out: IO[str]) -> int:
                 ["user", info.user_id or _MISSING],
                 ["artifact_uri", info.artifact_uri],
                 *([["parent_run_id", run.parent_run_id]] if run.parent_run_id else []),
-                *([["lifecycle_stage", str(info.lifecycle_stage)]] if info.lifecycle_stage != "active" else []),
+                *(
+                    [["lifecycle_stage", str(info.lifecycle_stage)]]
+                    if info.lifecycle_stage != "active"
+                    else []
+                ),
             ],
             indent="  ",
         ),
@@ -927,7 +946,8 @@ def cmd_metrics(args: argparse.Namespace, out: IO[str]) -> int:
                 "run_id": run.info.run_id,
                 "key": args.key,
                 "points": [
-                    {"step": s, "value": v, "timestamp": t} for s, v, t in zip(steps, values, stamps)
+                    {"step": s, "value": v, "timestamp": t}
+                    for s, v, t in zip(steps, values, stamps, strict=True)
                 ],
             },
             out,
@@ -938,7 +958,10 @@ def cmd_metrics(args: argparse.Namespace, out: IO[str]) -> int:
         lines.append(
             render_table(
                 ["step", "value", "timestamp"],
-                [[str(s), _fmt_float(v), _fmt_time(t, millis=True)] for s, v, t in zip(steps, values, stamps)],
+                [
+                    [str(s), _fmt_float(v), _fmt_time(t, millis=True)]
+                    for s, v, t in zip(steps, values, stamps, strict=True)
+                ],
             )
         )
     finite = [v for v in values if math.isfinite(v)]
@@ -961,11 +984,12 @@ def cmd_runs_export(args: argparse.Namespace, out: IO[str]) -> int:
     if fmt == "parquet" and not args.output:
         raise _UsageError("--format parquet needs --output FILE (parquet is not written to a terminal)")
     pa: Any = None
+    pq: Any = None
     if fmt == "parquet":
         from mltrail.core.errors import require
 
         pa = require("pyarrow", "pandas")
-        require("pyarrow.parquet", "pandas")
+        pq = require("pyarrow.parquet", "pandas")
     client = _client(args)
     runs, _ = _searched_runs(args, client, args.max_results)
     names = _ExperimentNames(client)
@@ -978,25 +1002,28 @@ def cmd_runs_export(args: argparse.Namespace, out: IO[str]) -> int:
             keys = sorted({k for r in runs for k in getattr(r.data, kind)})
             columns.extend(Column(kind, k) for k in keys)
     table = {c.name: [c.value(r, attributes) for r in runs] for c in columns}
-    if fmt == "csv":
-        if args.output:
+    try:
+        if fmt == "csv" and not args.output:
+            _write_csv(out, columns, table, len(runs))
+        elif fmt == "csv":
             with open(args.output, "w", newline="", encoding="utf-8") as fh:
                 _write_csv(fh, columns, table, len(runs))
         else:
-            _write_csv(out, columns, table, len(runs))
-    else:
-        import pyarrow.parquet as pq
-
-        arrays = {}
-        for c in columns:
-            if c.kind == "attribute" and c.key in _TIME_COLUMNS:
-                typ = pa.timestamp("ms", tz="UTC")
-            elif c.kind == "metrics" or (c.kind == "attribute" and c.key == "duration"):
-                typ = pa.float64()
-            else:
-                typ = pa.string()
-            arrays[c.name] = pa.array(table[c.name], type=typ)
-        pq.write_table(pa.table(arrays), args.output)
+            arrays = {}
+            for c in columns:
+                if c.kind == "attribute" and c.key in _TIME_COLUMNS:
+                    typ = pa.timestamp("ms", tz="UTC")
+                elif c.kind == "metrics" or (c.kind == "attribute" and c.key == "duration"):
+                    typ = pa.float64()
+                else:
+                    typ = pa.string()
+                arrays[c.name] = pa.array(table[c.name], type=typ)
+            pq.write_table(pa.table(arrays), args.output)
+    except OSError as exc:
+        if not args.output:
+            raise
+        msg = f"could not write {args.output}: {exc}"
+        raise InvalidValueError(msg) from exc
     if args.output:
         sys.stderr.write(f"wrote {len(runs)} runs to {args.output} ({fmt})\n")
     return 0
@@ -1078,7 +1105,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="NAME",
             help="experiment name (or id); repeat for several (default: every experiment)",
         )
-        p.add_argument("--filter", "-f", default="", metavar="FILTER", help="search filter, e.g. \"metrics.acc > 0.9 AND params.model = 'rf'\"")
+        p.add_argument(
+            "--filter",
+            "-f",
+            default="",
+            metavar="FILTER",
+            help="search filter, e.g. \"metrics.acc > 0.9 AND params.model = 'rf'\"",
+        )
         p.add_argument(
             "--order-by",
             action="append",
@@ -1146,14 +1179,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", metavar="FILE", help="file to write (default: stdout, csv only)")
     search_options(p)
-    p.add_argument("--max-results", "-n", type=_positive_int, metavar="N", help="export at most N runs (default: all)")
+    p.add_argument(
+        "--max-results", "-n", type=_positive_int, metavar="N", help="export at most N runs (default: all)"
+    )
     p.set_defaults(handler=cmd_runs_export, parser=p)
 
     p = sub(commands, "metrics", "a metric's history: table and sparkline")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--no-table", action="store_true", help="print only the summary and the sparkline")
-    p.add_argument("--width", type=_positive_int, metavar="N", help="sparkline width (default: terminal width)")
+    p.add_argument(
+        "--width", type=_positive_int, metavar="N", help="sparkline width (default: terminal width)"
+    )
     json_flag(p)
     p.set_defaults(handler=cmd_metrics, parser=p)
     return parser
@@ -1173,6 +1210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.addHandler(handler)
         root.setLevel(logging.DEBUG)
     out = sys.stdout
+    _tolerate_narrow_encoding(out)
     try:
         code = int(args.handler(args, out))
         out.flush()

@@ -683,46 +683,64 @@ def _join_environment_threads(timeout: float = 10.0) -> None:
 
 # ---------------------------------------------------------------------- process hooks
 _previous_sigterm: Any = None
+_sigterm_installed = False
+_unhandled_exit_type: type[BaseException] | None = None
+_terminating = False
 
 
 def _install_process_hooks() -> None:
-    """On first start_run: atexit, an excepthook that notes a crash, and a chained SIGTERM handler."""
-    global _hooks_installed, _previous_sigterm
-    if _hooks_installed:
+    """On start_run: atexit, an excepthook that notes a crash, and a chained SIGTERM handler.
+
+    atexit and the excepthook are installed once per process. The SIGTERM handler is installed
+    by the first start_run on the main thread (only it may set signal handlers); a process that
+    ignores SIGTERM, or whose handler belongs to C code, is left alone.
+    """
+    global _hooks_installed, _previous_sigterm, _sigterm_installed
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_at_exit)
+        previous_hook = sys.excepthook
+
+        def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+            global _unhandled_exception, _unhandled_exit_type
+            if not issubclass(exc_type, SystemExit):
+                _unhandled_exception = True
+                _unhandled_exit_type = exc_type
+            previous_hook(exc_type, exc, tb)
+
+        sys.excepthook = excepthook
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
         return
-    _hooks_installed = True
-    atexit.register(_at_exit)
-    previous_hook = sys.excepthook
-
-    def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
-        global _unhandled_exception
-        if not issubclass(exc_type, SystemExit):
-            _unhandled_exception = True
-        previous_hook(exc_type, exc, tb)
-
-    sys.excepthook = excepthook
-    if threading.current_thread() is _main_thread:
-        try:
-            previous = signal.getsignal(signal.SIGTERM)
-        except (ValueError, OSError):
-            return
-        if previous is signal.SIG_IGN or previous is None:
-            return  # the process ignores SIGTERM (or a C library owns it): leave it alone
-        _previous_sigterm = previous
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        return
+    _sigterm_installed = True
+    if previous is signal.SIG_IGN or previous is None or previous is _on_sigterm:
+        return  # the process ignores SIGTERM (or a C library owns it): leave it alone
+    _previous_sigterm = previous
+    try:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread after all
+        _sigterm_installed = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    """Drain, end this process's runs KILLED, then terminate as the process would have."""
+    global _terminating
     writer = get_writer()
     if writer.io_owned_by_current_thread():
-        # We interrupted our own flush on this thread: finish it first, then come back.
+        # We interrupted this thread's own flush, which holds the writer's I/O lock and may be
+        # inside a transaction: let it finish, then come back (Writer.flush runs ``deferred``).
         writer.deferred = lambda: _on_sigterm(signum, frame)
         return
-    try:
-        _end_all_owned(RunStatus.KILLED.value)
-        writer.shutdown(timeout=writer.config.flush_timeout)
-    except Exception:  # noqa: BLE001 - whatever happens, terminate as the process would have
-        _log.debug("ending runs on SIGTERM failed", exc_info=True)
+    if not _terminating:  # a second SIGTERM while we drain terminates at once
+        _terminating = True
+        try:
+            _drain_and_end(RunStatus.KILLED.value)
+        except Exception:  # noqa: BLE001 - whatever happens, terminate as the process would have
+            _log.debug("ending runs on SIGTERM failed", exc_info=True)
+        _terminating = False
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)
@@ -731,21 +749,79 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _drain_and_end(status: str) -> None:
+    """End the owned runs on a helper thread, waiting at most ``MLTRAIL_FLUSH_TIMEOUT``.
+
+    The signal may have interrupted this thread anywhere: inside a transaction on its own
+    connection, or holding a lock of ours or of a library's. A helper thread has its own
+    connection and cannot re-enter any of that; at worst it is still blocked when the time is
+    up, and the process terminates with its runs reported CRASHED (stale heartbeat) instead.
+    """
+    writer = get_writer()
+    budget = writer.config.flush_timeout
+    writer.limit_flushing(budget)
+    helper = threading.Thread(
+        target=_end_all_owned_and_stop, args=(status,), name="mltrail-sigterm", daemon=True
+    )
+    helper.start()
+    helper.join(budget + 5.0)
+    if not helper.is_alive():
+        writer._deadline = None  # the process may live on (a chained handler that does not exit)
+
+
+def _end_all_owned_and_stop(status: str) -> None:
+    _end_all_owned(status)
+    get_writer().shutdown()
+
+
 def _end_all_owned(status: str) -> None:
-    for stack in (_main_stack, getattr(_tls, "stack", None) or []):
+    """End every run this process started and has not ended, draining each first."""
+    pid = os.getpid()
+    for stack in _all_stacks():
         for run in reversed(list(stack)):
-            if run._owner_pid == os.getpid():
+            if run._owner_pid == pid:
                 try:
                     _end(run, status)
                 except Exception:  # noqa: BLE001 - keep ending the others
                     _log.debug("ending run %s failed", run.info.run_id, exc_info=True)
+    # Runs this process owns that are on no stack seen from here: started on another thread,
+    # or interrupted while being ended. Their buffers say so.
+    writer = get_writer()
+    for buf in writer.owned_buffers():
+        try:
+            writer.close_buffer(buf.store, buf.run_id)
+            buf.store.update_run(buf.run_id, status=status, end_time=_now_ms())
+        except Exception:  # noqa: BLE001 - keep ending the others
+            _log.debug("ending run %s failed", buf.run_id, exc_info=True)
+
+
+def _exit_status() -> str:
+    """FINISHED, or FAILED (KILLED for Ctrl-C) when the interpreter exits on an exception."""
+    exc_type = _unhandled_exit_type
+    if exc_type is None and not hasattr(sys, "ps1"):
+        # Our excepthook may have been replaced without chaining; the interpreter records the
+        # exception that ended the program in sys.last_type (not in interactive sessions, where
+        # it is only the last error shown at the prompt).
+        last = getattr(sys, "last_type", None)
+        if (
+            isinstance(last, type)
+            and issubclass(last, BaseException)
+            and not issubclass(last, SystemExit)
+        ):
+            exc_type = last
+    if exc_type is None:
+        return RunStatus.FINISHED.value
+    if issubclass(exc_type, KeyboardInterrupt):
+        return RunStatus.KILLED.value
+    return RunStatus.FAILED.value
 
 
 def _at_exit() -> None:
-    _join_environment_threads()
-    status = RunStatus.FAILED.value if _unhandled_exception else RunStatus.FINISHED.value
-    _end_all_owned(status)
-    get_writer().shutdown()
+    writer = get_writer()
+    writer.limit_flushing(writer.config.flush_timeout)
+    _join_environment_threads(min(10.0, writer.config.flush_timeout))
+    _end_all_owned(_exit_status())
+    writer.shutdown()
 
 
 def _reset_for_tests() -> None:

@@ -9,22 +9,30 @@ One writer thread per process wakes every ``flush_interval`` seconds (or early, 
 holds many points), drains every buffer into numpy columns and writes them all as one
 :class:`~mltrail.core.store.base.WriteBatch` (one transaction). What was drained but could not
 be written (disk full, read-only file, database restarting) is kept, compactly, and retried
-oldest first, so the order of points per (run, key) never changes. Past
-``max_pending_points`` held in memory, new points are dropped and counted; the count is warned
-once and recorded on the run.
+oldest first (backing off up to a few seconds between attempts), so the order of points per
+(run, key) never changes. At most ``max_pending_points`` are held: past that the newest points
+are dropped and counted, and new ones are refused until the store answers again; the count is
+warned once and recorded on the run (tag ``mltrail.dropped_points``). Warnings raised from here
+never propagate, whatever the warning filters say: a filter that turns them into errors gets a
+log record instead.
 
 ``flush()`` drains on the caller's thread under the writer's I/O lock, so it returns once
-everything logged before it is durable. A process keeps its heartbeat on the runs it owns; a run
-whose heartbeat stops (SIGKILL, power loss) reads as CRASHED once its deadline passes.
+everything logged before it is durable (or the store stayed down for ``flush_timeout``).
+Interpreter exit drains the queue (``atexit``; in a ``multiprocessing`` child, its exit
+finalizer). A process keeps its heartbeat on the runs it owns; a run whose heartbeat stops
+(SIGKILL, power loss) reads as CRASHED once its deadline passes.
 
-After ``fork`` the child starts with empty buffers and no thread: it never writes what the
-parent logged, and a child that logs gets its own writer thread.
+After ``fork`` the child starts with empty buffers, new locks and no thread: it never writes
+what the parent logged, never waits on a lock the parent's writer held at the fork, and a child
+that logs gets its own writer thread (started by its first ``log_*`` call).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -52,6 +60,8 @@ _time_ns = time.time_ns
 # A series holding this many unwritten points wakes the writer early.
 _WAKE_AT = 50_000
 _COMPACT_AFTER = 16  # small chunks of a series before they are merged
+_MAX_BACKOFF = 2.0  # seconds between background retries of a failing store, at most
+DROPPED_TAG = "mltrail.dropped_points"
 
 
 class DataLossWarning(UserWarning):
@@ -60,6 +70,14 @@ class DataLossWarning(UserWarning):
 
 class StoreUnavailableWarning(UserWarning):
     """The store could not be written; mltrail holds the data in memory and retries."""
+
+
+def _warn(message: str, category: type[Warning], stacklevel: int) -> None:
+    """``warnings.warn`` that can never raise into training or kill the writer thread."""
+    try:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    except Exception:  # noqa: BLE001 - a filter made it an error: report it another way
+        _log.warning("%s: %s", category.__name__, message)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -79,8 +97,8 @@ class WriterConfig:
 
     ``MLTRAIL_FLUSH_INTERVAL`` (seconds, default 0.5): the most a SIGKILL can lose.
     ``MLTRAIL_MAX_PENDING_POINTS`` (default 5,000,000): points held while the store is down.
-    ``MLTRAIL_FLUSH_TIMEOUT`` (seconds, default 30): how long flush/end_run/exit wait for a
-    store that does not answer. ``MLTRAIL_HEARTBEAT_INTERVAL`` (default 10) and
+    ``MLTRAIL_FLUSH_TIMEOUT`` (seconds, default 30): how long flush/end_run/exit/SIGTERM wait
+    for a store that does not answer. ``MLTRAIL_HEARTBEAT_INTERVAL`` (default 10) and
     ``MLTRAIL_HEARTBEAT_TIMEOUT`` (default 60): a run whose heartbeat is older than the timeout
     reads as CRASHED.
     """
@@ -178,6 +196,9 @@ class RunBuffer:
         if obj is None:
             obj = self._series_objs[key] = _Series(key)
         self.series[key] = obj.queue
+        # Off the hot path (once per key, and once per key again in a forked child, whose
+        # ``series`` starts empty): make sure this process has a writer thread.
+        self.writer._ensure_thread()
         return obj.queue
 
     def _refuse(self, n: int) -> None:
@@ -233,10 +254,11 @@ class RunBuffer:
         if self.closed:
             msg = f"run {self.run_id} has ended; start or resume a run to log to it"
             raise RunStateError(msg)
+        self.writer._ensure_thread()
 
     # ------------------------------------------------------------------ writer side
     def pending(self) -> bool:
-        return bool(self.ops) or any(self.series.values())
+        return bool(self.ops) or any(self.series.values()) or bool(self.dropped)
 
     def drain_into(self, batch: WriteBatch) -> None:
         """Move everything buffered into ``batch`` (called with the writer's I/O lock held)."""
@@ -248,13 +270,9 @@ class RunBuffer:
             if kind == "param":
                 batch.params.append((self.run_id, key, value))
             elif kind == "tag":
-                # A batch applies sets before deletes: keep only the last word on a key.
-                target = (self.run_id, key)
-                batch.deleted_tags[:] = [t for t in batch.deleted_tags if t != target]
-                batch.tags.append((self.run_id, key, value))
+                _set_tag(batch, self.run_id, key, value)
             else:
-                batch.tags[:] = [t for t in batch.tags if t[:2] != (self.run_id, key)]
-                batch.deleted_tags.append((self.run_id, key))
+                _delete_tag(batch, self.run_id, key)
         for key, queue in list(self.series.items()):
             n = len(queue)
             if not n:
@@ -278,15 +296,47 @@ class RunBuffer:
         if self.dropped:
             with self._dropped_lock:
                 n, self.dropped = self.dropped, 0
-            batch.dropped[self.run_id] = batch.dropped.get(self.run_id, 0) + n
+            self.writer._count_dropped(batch, self.run_id, n)
 
     def reset_after_fork(self) -> None:
-        for queue in self.series.values():
-            queue.clear()
+        """Forget what the parent logged; a new ``series`` dict routes the child's first
+        ``log_metric`` per key through :meth:`_new_series`, which starts the child's writer."""
+        for obj in self._series_objs.values():
+            obj.queue.clear()
+        self.series = {}
         self.ops.clear()
         self.owned = False
         self.dropped = 0
         self._dropped_lock = threading.Lock()
+
+
+def _set_tag(batch: WriteBatch, run_id: str, key: str, value: str) -> None:
+    # A batch applies sets before deletes: keep only the last word on a key.
+    target = (run_id, key)
+    if batch.deleted_tags:
+        batch.deleted_tags[:] = [t for t in batch.deleted_tags if t != target]
+    batch.tags.append((run_id, key, value))
+
+
+def _delete_tag(batch: WriteBatch, run_id: str, key: str) -> None:
+    target = (run_id, key)
+    if batch.tags:
+        batch.tags[:] = [t for t in batch.tags if t[:2] != target]
+    batch.deleted_tags.append(target)
+
+
+def _fold(last: WriteBatch, batch: WriteBatch) -> None:
+    """Append ``batch`` to ``last`` as if both had been one batch (later words win)."""
+    last.params.extend(batch.params)
+    # ``batch`` itself has at most one word per tag key (sets and deletes are exclusive).
+    for run_id, key in batch.deleted_tags:
+        _delete_tag(last, run_id, key)
+    for run_id, key, value in batch.tags:
+        _set_tag(last, run_id, key, value)
+    last.metrics.extend(batch.metrics)
+    last.heartbeats.update(batch.heartbeats)
+    for run_id, n in batch.dropped.items():
+        last.dropped[run_id] = last.dropped.get(run_id, 0) + n
 
 
 class Writer:
@@ -298,13 +348,16 @@ class Writer:
         self._registry_lock = threading.Lock()
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
-        self._stop = False
+        self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._retained: list[tuple[Store, WriteBatch]] = []
         self.overloaded = False
         self._warned_store = False
         self._warned_dropped = False
         self._dropped_total: dict[str, int] = {}
+        self._next_attempt = 0.0  # monotonic time of the next background write attempt
+        self._backoff = 0.0
+        self._deadline: float | None = None  # a hard limit on flushing, set on exit/SIGTERM
         self._pid = os.getpid()
         # Set by a signal handler that interrupted this thread's own flush: run after it.
         self.deferred: Any = None
@@ -315,6 +368,8 @@ class Writer:
     # ------------------------------------------------------------------ buffers
     def buffer(self, store: Store, run_id: str, *, owned: bool = False) -> RunBuffer:
         """Return the buffer for ``run_id`` in ``store``, creating it (and the thread) if needed."""
+        if self._pid != os.getpid():
+            self._after_fork()
         key = (id(store), run_id)
         buf = self._buffers.get(key)
         if buf is None:
@@ -330,42 +385,72 @@ class Writer:
         self._ensure_thread()
         return buf
 
+    def owned_buffers(self) -> list[RunBuffer]:
+        """Buffers of runs this process started and has not ended."""
+        return [b for b in list(self._buffers.values()) if b.owned and not b.closed]
+
     def close_buffer(self, store: Store, run_id: str) -> None:
         """Flush and forget a run's buffer; later logging to it raises RunStateError."""
+        key = (id(store), run_id)
+        buf = self._buffers.get(key)
+        if buf is not None:
+            buf.closed = True  # from here on log_* raise instead of enqueueing
         self.flush()
         with self._registry_lock:
-            buf = self._buffers.pop((id(store), run_id), None)
-        if buf is not None:
-            buf.closed = True
+            self._buffers.pop(key, None)
+        if buf is not None and buf.pending():
+            # A log_* call that passed its check just before ``closed`` was set.
+            with self._io_lock:
+                batch = WriteBatch()
+                buf.drain_into(batch)
+                self._retain(store, batch)
+            self.flush()
 
     def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        thread = self._thread
+        if thread is not None and thread.is_alive() and not self._stop_event.is_set():
             return
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._registry_lock:
-            if self._thread is not None and self._thread.is_alive():
+            thread = self._thread
+            if thread is not None and thread.is_alive() and not self._stop_event.is_set():
                 return
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="mltrail-writer", daemon=True)
+            self._stop_event = stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(stop,), name="mltrail-writer", daemon=True
+            )
             self._thread.start()
+        _register_exit_flush()
 
     def wake(self) -> None:
         self._wake.set()
 
     # ------------------------------------------------------------------ the thread
-    def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self.config.flush_interval)
+    def _run(self, stop: threading.Event) -> None:
+        interval = self.config.flush_interval
+        timeout = interval
+        while not stop.is_set():
+            self._wake.wait(timeout)
             self._wake.clear()
-            if self._stop:
+            if stop.is_set():
                 break
+            started = time.monotonic()
             try:
                 with self._io_lock:
-                    self._cycle()
+                    self._cycle(force=False)
             except Exception:  # noqa: BLE001 - the writer thread must never die
                 _log.exception("mltrail writer cycle failed")
+            # Fixed rate: a slow write does not stretch what a SIGKILL can lose.
+            timeout = max(0.0, interval - (time.monotonic() - started))
 
-    def _cycle(self) -> bool:
-        """Drain every buffer and write; return True when nothing is left unwritten."""
+    def _cycle(self, *, force: bool = True) -> bool:
+        """Drain every buffer and write; return True when nothing is left unwritten.
+
+        Draining happens every cycle, so held data is always in compact numpy form and counted
+        against the memory bound; writing a failing store is retried with a backoff unless
+        ``force`` (a flush) asks for an attempt now.
+        """
         now = time.monotonic()
         by_store: dict[int, tuple[Store, WriteBatch]] = {}
         for buf in list(self._buffers.values()):
@@ -379,28 +464,60 @@ class Writer:
                 batch.heartbeats[buf.run_id] = (
                     _time_ns() // 1_000_000 + int(self.config.heartbeat_timeout * 1000)
                 )
-            if batch.dropped.get(buf.run_id):
-                total = self._dropped_total.get(buf.run_id, 0) + batch.dropped[buf.run_id]
-                self._dropped_total[buf.run_id] = total
-                batch.tags.append((buf.run_id, "mltrail.dropped_points", str(total)))
         for store, batch in by_store.values():
             if batch:
                 self._retain(store, batch)
+        if not self._retained:
+            self._update_overload()
+            return True
+        if not force and now < self._next_attempt:
+            return False
         return self._write_retained()
 
     def _retain(self, store: Store, batch: WriteBatch) -> None:
         if self._retained and self._retained[-1][0] is store:
             # The store is failing: fold new data into the last held batch (order kept).
-            last = self._retained[-1][1]
-            last.params.extend(batch.params)
-            last.tags.extend(batch.tags)
-            last.deleted_tags.extend(batch.deleted_tags)
-            last.metrics.extend(batch.metrics)
-            last.heartbeats.update(batch.heartbeats)
-            for run_id, n in batch.dropped.items():
-                last.dropped[run_id] = last.dropped.get(run_id, 0) + n
+            _fold(self._retained[-1][1], batch)
         else:
             self._retained.append((store, batch))
+        self._enforce_bound()
+
+    def _held(self) -> int:
+        return sum(b.point_count() for _, b in self._retained)
+
+    def _enforce_bound(self) -> None:
+        """Drop the newest held points beyond ``max_pending_points``, counting them per run."""
+        excess = self._held() - self.config.max_pending_points
+        if excess <= 0:
+            return
+        for _, batch in reversed(self._retained):
+            while excess > 0 and batch.metrics:
+                chunk = batch.metrics[-1]
+                n = len(chunk.values)
+                cut = min(n, excess)
+                if cut == n:
+                    batch.metrics.pop()
+                else:
+                    keep = n - cut
+                    batch.metrics[-1] = MetricChunk(
+                        chunk.run_id,
+                        chunk.key,
+                        chunk.steps[:keep],
+                        chunk.timestamps[:keep],
+                        chunk.values[:keep],
+                    )
+                self._count_dropped(batch, chunk.run_id, cut)
+                excess -= cut
+            if excess <= 0:
+                break
+        self.warn_dropped()
+
+    def _count_dropped(self, batch: WriteBatch, run_id: str, n: int) -> None:
+        """Record ``n`` lost points of ``run_id`` in ``batch``: the counter and the run's tag."""
+        batch.dropped[run_id] = batch.dropped.get(run_id, 0) + n
+        total = self._dropped_total[run_id] = self._dropped_total.get(run_id, 0) + n
+        batch.tags[:] = [t for t in batch.tags if t[:2] != (run_id, DROPPED_TAG)]
+        _set_tag(batch, run_id, DROPPED_TAG, str(total))
 
     def _write_retained(self) -> bool:
         while self._retained:
@@ -409,9 +526,13 @@ class Writer:
                 store.write_batch(batch)
             except Exception as exc:  # noqa: BLE001 - held and retried; never raised into training
                 self._store_failed(store, exc)
+                self._backoff = min(max(self._backoff * 2, self.config.flush_interval), _MAX_BACKOFF)
+                self._next_attempt = time.monotonic() + self._backoff
                 self._update_overload()
                 return False
             self._retained.pop(0)
+            self._backoff = 0.0
+            self._next_attempt = 0.0
             if self._warned_store:
                 _log.warning("mltrail: the store at %s is writable again", store.uri)
                 self._warned_store = False
@@ -441,10 +562,10 @@ class Writer:
                     _log.debug("compaction of %s/%s failed", chunk.run_id, chunk.key, exc_info=True)
 
     def _store_failed(self, store: Store, exc: BaseException) -> None:
-        held = sum(b.point_count() for _, b in self._retained)
+        held = self._held()
         if not self._warned_store:
             self._warned_store = True
-            warnings.warn(
+            _warn(
                 f"mltrail could not write to the store at {store.uri} ({type(exc).__name__}: {exc}); "
                 f"holding {held} points in memory and retrying. Training is not affected.",
                 StoreUnavailableWarning,
@@ -453,17 +574,16 @@ class Writer:
         _log.debug("store write failed; %d points held", held, exc_info=True)
 
     def _update_overload(self) -> None:
-        held = sum(b.point_count() for _, b in self._retained)
-        self.overloaded = held >= self.config.max_pending_points
+        self.overloaded = self._held() >= self.config.max_pending_points
 
     def warn_dropped(self) -> None:
         if not self._warned_dropped:
             self._warned_dropped = True
-            warnings.warn(
+            _warn(
                 "mltrail is holding its limit of unwritten points "
                 f"(MLTRAIL_MAX_PENDING_POINTS={self.config.max_pending_points}) because the store "
                 "cannot be written; newer points are being dropped and counted (tag "
-                "mltrail.dropped_points on the run)",
+                f"{DROPPED_TAG} on the run)",
                 DataLossWarning,
                 stacklevel=3,
             )
@@ -474,30 +594,40 @@ class Writer:
         if self._pid != os.getpid():
             self._after_fork()
         deadline = time.monotonic() + (self.config.flush_timeout if timeout is None else timeout)
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         delay = 0.05
         while True:
-            with self._io_lock:
-                done = self._cycle()
+            try:
+                with self._io_lock:
+                    done = self._cycle(force=True)
+            except Exception:  # noqa: BLE001 - flush must not raise into training
+                _log.exception("mltrail flush failed")
+                done = False
             if self.deferred is not None:
                 callback, self.deferred = self.deferred, None
                 callback()
             if done:
                 return True
-            if time.monotonic() >= deadline:
-                held = sum(b.point_count() for _, b in self._retained)
+            now = time.monotonic()
+            if now >= deadline:
                 _log.warning(
-                    "mltrail: flush gave up after waiting for the store; %d points still held", held
+                    "mltrail: flush gave up waiting for the store; %d points still held", self._held()
                 )
                 return False
-            time.sleep(delay)
+            time.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 1.0)
 
     def has_pending(self) -> bool:
         return bool(self._retained) or any(b.pending() for b in list(self._buffers.values()))
 
+    def limit_flushing(self, seconds: float) -> None:
+        """From now on, every flush gives up ``seconds`` from now at the latest (exit paths)."""
+        self._deadline = time.monotonic() + seconds
+
     def shutdown(self, timeout: float | None = None) -> None:
         self.flush(timeout)
-        self._stop = True
+        self._stop_event.set()
         self._wake.set()
 
     def _after_fork(self) -> None:
@@ -506,10 +636,16 @@ class Writer:
         self._io_lock = threading.RLock()
         self._registry_lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop_event = threading.Event()
         self._thread = None
         self._retained = []
         self.overloaded = False
+        self._warned_store = False
         self._dropped_total = {}
+        self._next_attempt = 0.0
+        self._backoff = 0.0
+        self._deadline = None
+        self.deferred = None
         for buf in self._buffers.values():
             buf.reset_after_fork()
 
@@ -527,6 +663,43 @@ def get_writer() -> Writer:
     return _writer
 
 
+def _flush_at_exit() -> None:
+    """Drain what this process logged before it exits (Client-only scripts included)."""
+    writer = _writer
+    if writer is None:
+        return
+    try:
+        if writer._pid != os.getpid():
+            writer._after_fork()  # never write what a parent logged (no register_at_fork)
+        writer.shutdown()
+    except Exception:  # noqa: BLE001 - never fail interpreter exit
+        _log.debug("flush at exit failed", exc_info=True)
+
+
+_exit_flush_pid: int | None = None
+
+
+def _register_exit_flush() -> None:
+    """In a ``multiprocessing`` child, also drain in its exit finalizers: such a child ends with
+    ``os._exit`` after them, so ``atexit`` never runs there (DataLoader workers, Pool workers)."""
+    global _exit_flush_pid
+    pid = os.getpid()
+    if _exit_flush_pid == pid:
+        return
+    _exit_flush_pid = pid
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
+        return
+    try:
+        if mp.parent_process() is None:
+            return
+        from multiprocessing import util
+
+        util.Finalize(None, _flush_at_exit, exitpriority=100)
+    except Exception:  # noqa: BLE001 - best effort; the thread still writes every interval
+        _log.debug("could not register the multiprocessing exit flush", exc_info=True)
+
+
 def _after_fork_in_child() -> None:
     global _writer_lock
     _writer_lock = threading.Lock()
@@ -534,5 +707,6 @@ def _after_fork_in_child() -> None:
         _writer._after_fork()
 
 
+atexit.register(_flush_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

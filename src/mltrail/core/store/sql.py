@@ -12,9 +12,11 @@ import logging
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -114,10 +116,16 @@ class _Connection:
             self.raw.execute("BEGIN IMMEDIATE")
             try:
                 yield self
+                self.raw.execute("COMMIT")
             except BaseException:
-                self.raw.execute("ROLLBACK")
+                # SQLite may already have rolled back (disk full, I/O error); a failing ROLLBACK
+                # must not hide the error that caused it. The caller discards the connection.
+                if self.raw.in_transaction:
+                    try:
+                        self.raw.execute("ROLLBACK")
+                    except Exception:  # noqa: BLE001 - reported through the original error
+                        _log.debug("rollback failed", exc_info=True)
                 raise
-            self.raw.execute("COMMIT")
         else:
             with self.raw.transaction():
                 yield self
@@ -130,14 +138,45 @@ class _Connection:
 
 
 def _is_transient(exc: BaseException) -> bool:
+    """Whether trying again soon may succeed: a busy SQLite file, a lost or refused PostgreSQL
+    connection (server restarting: AdminShutdown and friends), a serialization failure."""
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         return "locked" in text or "busy" in text
-    mod = type(exc).__module__
-    if mod.startswith("psycopg"):
-        name = type(exc).__name__
-        return name in {"OperationalError", "SerializationFailure", "DeadlockDetected", "InterfaceError"}
+    if isinstance(exc, StoreError) and exc.__cause__ is not None:
+        return _is_transient(exc.__cause__)  # could not connect: the server may be starting
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        # OperationalError covers the connection-level failures and, via
+        # TransactionRollbackError, serialization failures and deadlocks.
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
     return False
+
+
+def _is_lock_wait(exc: BaseException) -> bool:
+    """A busy SQLite file: the connection itself is fine, only another writer is in the way."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    return False
+
+
+# A forked child must not close what it inherited: psycopg would end the parent's session and
+# SQLite may release the parent's locks. Inherited connections are kept here, unused, instead.
+_INHERITED: list[_Connection] = []
+_STORES: weakref.WeakSet[SqlStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Give every store fresh locks: the parent's writer may have held one at the fork."""
+    for store in list(_STORES):
+        store._all_lock = threading.Lock()
+        _INHERITED.extend(store._all)
+        store._all = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SqlStore(Store):
@@ -151,6 +190,7 @@ class SqlStore(Store):
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
+        _STORES.add(self)
         self._migrate()
 
     # ------------------------------------------------------------------ connections
@@ -160,10 +200,14 @@ class SqlStore(Store):
             raw = sqlite3.connect(
                 self.location, timeout=60.0, isolation_level=None, check_same_thread=False
             )
-            raw.execute("PRAGMA journal_mode=WAL")
-            raw.execute("PRAGMA synchronous=NORMAL")
-            raw.execute("PRAGMA foreign_keys=ON")
-            raw.execute("PRAGMA busy_timeout=60000")
+            try:
+                raw.execute("PRAGMA busy_timeout=60000")
+                raw.execute("PRAGMA journal_mode=WAL")
+                raw.execute("PRAGMA synchronous=NORMAL")
+                raw.execute("PRAGMA foreign_keys=ON")
+            except BaseException:
+                raw.close()  # e.g. "database is locked" while another process sets up WAL
+                raise
             return _Connection(raw, "sqlite")
         import psycopg
 
@@ -185,27 +229,38 @@ class SqlStore(Store):
         return conn
 
     def _reset_connection(self) -> None:
+        """Drop this thread's connection; the next use opens a new one."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            self._local.conn = None
             if conn.pid == os.getpid():
                 conn.close()
-            self._local.conn = None
+                with self._all_lock:
+                    if conn in self._all:
+                        self._all.remove(conn)
 
     def _retry(self, fn: Any, attempts: int = 20) -> Any:
-        """Run ``fn(conn)``, retrying what a busy SQLite file or a dropped connection causes."""
+        """Run ``fn(conn)``, retrying what a busy SQLite file or a dropped connection causes.
+
+        After any failure other than waiting for another writer's lock the thread's connection
+        is replaced: a PostgreSQL connection that lived through a server restart is dead, a
+        SQLite connection opened while the file was read-only stays read-only, and one that hit
+        a full disk or an I/O error may be left inside a transaction.
+        """
         delay = 0.01
         for attempt in range(attempts):
             try:
                 return fn(self.conn)
-            except MltrailError:
-                raise
-            except Exception as exc:
+            except MltrailError as exc:
                 if not _is_transient(exc) or attempt == attempts - 1:
                     raise
-                if self.dialect == "postgresql":
+            except Exception as exc:
+                if not _is_lock_wait(exc):
                     self._reset_connection()
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 1.0)
+                if not _is_transient(exc) or attempt == attempts - 1:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -217,7 +272,23 @@ class SqlStore(Store):
         self._local = threading.local()
 
     # ------------------------------------------------------------------ schema
+    def _schema_is_current(self) -> bool:
+        """Whether the schema and the Default experiment exist already (read-only check)."""
+        try:
+            rows = self.conn.query(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")
+            if not rows or rows[0][0] != len(MIGRATIONS):
+                return False
+            return bool(self.conn.query("SELECT 1 FROM experiments WHERE experiment_id = 0"))
+        except Exception:  # noqa: BLE001 - no schema yet (or not readable): migrate decides
+            self._reset_connection()
+            return False
+
     def _migrate(self) -> None:
+        # Opening an up-to-date store takes no write lock: many processes starting at once do
+        # not queue on it, and a store that is read-only for now can still be opened.
+        if self._schema_is_current():
+            return
+
         def run(conn: _Connection) -> None:
             with conn.transaction():
                 if self.dialect == "postgresql":
@@ -236,7 +307,9 @@ class SqlStore(Store):
                     raise StoreError(msg)
                 for statements in MIGRATIONS[current:]:
                     for statement in statements:
-                        conn.execute(render(statement, self.dialect))
+                        sql = render(statement, self.dialect)
+                        if sql is not None:
+                            conn.execute(sql)
                 if not rows:
                     conn.execute(
                         f"INSERT INTO {SCHEMA_VERSION_TABLE} (version) VALUES (?)", (len(MIGRATIONS),)
@@ -661,7 +734,9 @@ class SqlStore(Store):
                     [(n, run_id) for run_id, n in batch.dropped.items()],
                 )
 
-        self._retry(run)
+        # Few attempts: the writer holds the batch and retries on its own schedule, and a
+        # flush() waiting on this should not sit in a long backoff here as well.
+        self._retry(run, attempts=3)
 
     def compact_series(self, run_id: str, key: str) -> None:
         import numpy as np

@@ -1,0 +1,209 @@
+"""Patching and reverting: every kind of attribute, subclasses, exact restore, one wrapper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import toyfw
+
+from mltrail.autolog import AutologConfig, Patch, autolog_status, disable, enable, get_config
+from mltrail.autolog._wrapping import PatchWrapper
+from mltrail.core.errors import InvalidValueError
+
+
+def _originals() -> dict[tuple[type | object, str], Any]:
+    slots = [
+        (toyfw, "train"),
+        (toyfw.Estimator, "fit"),
+        (toyfw.Estimator, "create"),
+        (toyfw.Estimator, "describe"),
+        (toyfw.Linear, "fit"),
+        (toyfw.Ensemble, "fit"),
+    ]
+    return {(owner, attr): vars(owner)[attr] for owner, attr in slots}
+
+
+def test_every_kind_of_attribute_is_wrapped_and_still_works(toy: Any) -> None:
+    enable("toy")
+    for (owner, attr), _ in _originals().items():
+        assert isinstance(vars(owner)[attr], PatchWrapper), (owner, attr)
+    # function, method, classmethod (via class and instance), staticmethod (via class and instance)
+    assert toyfw.train([1.0, 3.0], epochs=1) == 2.0
+    assert toyfw.Estimator(2.0).fit([1, 2]).coef_ == 6.0
+    made = toyfw.Estimator.create(3.0)
+    assert type(made) is toyfw.Estimator and made.scale == 3.0
+    assert type(toyfw.Linear.create(1.0)) is toyfw.Linear
+    assert toyfw.Estimator.describe(2) == "Estimator(scale=2)"
+    assert toyfw.Estimator().describe(5) == "Estimator(scale=5)"
+    assert toy.SEEN == [
+        ("epoch", 0),
+        ("train", 2.0),
+        ("fit", "Estimator"),
+        ("create", toyfw.Estimator),
+        ("create", toyfw.Linear),
+        ("describe", "Estimator(scale=2)"),
+        ("describe", "Estimator(scale=5)"),
+    ]
+
+
+def test_subclass_overrides_are_patched_including_classes_defined_later(toy: Any) -> None:
+    enable("toy")
+    assert isinstance(vars(toyfw.Linear)["fit"], PatchWrapper)
+
+    class Later(toyfw.Linear):
+        def fit(self, data: Any) -> Later:
+            return super().fit(data)
+
+    class Inherits(toyfw.Linear):  # no fit of its own: nothing to patch, Linear's is used
+        pass
+
+    assert isinstance(vars(Later)["fit"], PatchWrapper)
+    assert "fit" not in vars(Inherits)
+    Later().fit([1])
+    Inherits().fit([1])
+    # Later.fit -> Linear.fit -> Estimator.fit: three wrappers, one logged call each time.
+    assert toy.SEEN == [("fit", "Later"), ("fit", "Inherits")]
+
+
+def test_include_selects_subclasses(toy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    patches = (
+        Patch("toyfw", "Estimator.fit", subclasses=True, include=lambda cls: cls is not toyfw.Linear),
+    )
+    monkeypatch.setattr(toy, "PATCHES", patches)
+    enable("toy")
+    assert isinstance(vars(toyfw.Ensemble)["fit"], PatchWrapper)
+    assert not isinstance(vars(toyfw.Linear)["fit"], PatchWrapper)
+
+
+def test_disable_restores_every_original_exactly(toy: Any) -> None:
+    before = _originals()
+    init_subclass_before = vars(toyfw.Estimator).get("__init_subclass__")
+    enable("toy")
+
+    class Later(toyfw.Estimator):
+        def fit(self, data: Any) -> Later:
+            return self
+
+    later_fit = vars(Later)["fit"]
+    assert isinstance(later_fit, PatchWrapper)
+    disable("toy")
+    for (owner, attr), original in before.items():
+        assert vars(owner)[attr] is original, (owner, attr)
+    assert vars(Later)["fit"] is later_fit.__wrapped__
+    assert vars(toyfw.Estimator).get("__init_subclass__") is init_subclass_before
+    assert autolog_status()["toy"].patched == ()
+
+    class AfterDisable(toyfw.Estimator):
+        def fit(self, data: Any) -> AfterDisable:
+            return self
+
+    assert not isinstance(vars(AfterDisable)["fit"], PatchWrapper)
+
+
+def test_a_slot_created_on_a_subclass_is_deleted_on_revert(toy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Patching Inheriting.predict creates a slot: predict lives in Estimator's __dict__.
+    class Inheriting(toyfw.Estimator):
+        pass
+
+    toyfw.Inheriting = Inheriting  # type: ignore[attr-defined]
+    try:
+        monkeypatch.setattr(toy, "PATCHES", (Patch("toyfw", "Inheriting.predict", run="none"),))
+        enable("toy")
+        assert isinstance(vars(Inheriting)["predict"], PatchWrapper)
+        disable("toy")
+        assert "predict" not in vars(Inheriting)
+        assert not isinstance(vars(toyfw.Estimator)["predict"], PatchWrapper)
+    finally:
+        del toyfw.Inheriting  # type: ignore[attr-defined]
+
+
+def test_enabling_twice_leaves_one_wrapper(toy: Any) -> None:
+    enable("toy")
+    first = vars(toyfw.Estimator)["fit"]
+    enable("toy")
+    enable("toy", AutologConfig(log_models=False))
+    assert vars(toyfw.Estimator)["fit"] is first
+    assert not isinstance(first.__wrapped__, PatchWrapper)
+    assert get_config("toy").log_models is False
+    assert len([p for p in autolog_status()["toy"].patched if p.startswith("toyfw:")]) == 6
+    toyfw.Estimator().fit([1])
+    assert toy.SEEN == [("fit", "Estimator")]
+
+
+def test_enable_disable_enable_again(toy: Any) -> None:
+    original = vars(toyfw.Estimator)["fit"]
+    for _ in range(3):
+        enable("toy")
+        assert vars(toyfw.Estimator)["fit"].__wrapped__ is original
+        disable("toy")
+        assert vars(toyfw.Estimator)["fit"] is original
+
+
+def test_a_wrapper_kept_elsewhere_goes_inert_when_disabled(toy: Any) -> None:
+    enable("toy")
+    kept = toyfw.train  # like `from toyfw import train` after autolog()
+    disable("toy")
+    assert toyfw.train is not kept
+    assert kept([1.0], epochs=1) == 1.0
+    assert toy.SEEN == []
+
+
+def test_status_tells_what_is_on_and_what_is_patched(toy: Any) -> None:
+    status = autolog_status()["toy"]
+    assert (status.enabled, status.state, status.patched) == (False, "off", ())
+    enable("toy")
+    status = autolog_status()["toy"]
+    assert status.enabled and status.state == "active"
+    assert {p for p in status.patched if p.startswith("toyfw:")} == {
+        "toyfw:train", "toyfw:Estimator.fit", "toyfw:Linear.fit", "toyfw:Ensemble.fit",
+        "toyfw:Estimator.create", "toyfw:Estimator.describe",
+    }
+    assert status.waiting_for == ()
+
+
+def test_a_patch_whose_module_is_not_imported_waits_for_it(
+    toy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    (tmp_path / "toyfw_extra.py").write_text("def late(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(toy, "PATCHES", (Patch("toyfw_extra", "late", run="none"),))
+    enable("toy")
+    assert autolog_status()["toy"].waiting_for == ("toyfw_extra",)
+    import toyfw_extra  # type: ignore[import-not-found]
+
+    try:
+        assert isinstance(vars(toyfw_extra)["late"], PatchWrapper)
+        assert toyfw_extra.late(1) == 2
+        assert autolog_status()["toy"].waiting_for == ()
+    finally:
+        disable("toy")
+        import sys
+
+        sys.modules.pop("toyfw_extra", None)
+
+
+def test_unknown_integration_and_bad_options_are_clear_errors(toy: Any) -> None:
+    with pytest.raises(InvalidValueError, match="no autolog integration is named 'nope'"):
+        enable("nope")
+    with pytest.raises(InvalidValueError, match="log_every_n_steps"):
+        AutologConfig(log_every_n_steps=0)
+    with pytest.raises(InvalidValueError, match="exclusive must be True or False"):
+        AutologConfig(exclusive="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError, match="extra_tags"):
+        AutologConfig(extra_tags=["a"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError, match=r"subclasses=True\) needs path"):
+        Patch("toyfw", "train", subclasses=True)
+    from mltrail.autolog import autolog
+
+    with pytest.raises(InvalidValueError, match="unknown integrations"):
+        autolog(exclude=["nope"])
+
+
+def test_config_is_frozen_and_extra_tags_are_read_only() -> None:
+    config = AutologConfig(extra_tags={"team": "ml", "n": 3})  # type: ignore[dict-item]
+    assert dict(config.extra_tags) == {"team": "ml", "n": "3"}
+    with pytest.raises(AttributeError):
+        config.silent = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.extra_tags["x"] = "y"  # type: ignore[index]
