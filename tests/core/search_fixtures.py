@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import re
 import sqlite3
 import uuid
@@ -28,7 +29,7 @@ from mltrail.core.search import (
 )
 from mltrail.core.store.schema import MIGRATIONS, render
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=5"
+PG_ADMIN_DSN = os.environ.get("MLTRAIL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @dataclass
@@ -68,6 +69,14 @@ class Db:
     def __init__(self, dialect: str, conn: Any) -> None:
         self.dialect = dialect
         self.conn = conn
+        self.holding: Sequence[RunRow] | None = None
+
+    def load(self, runs: Sequence[RunRow]) -> None:
+        """Hold exactly ``runs``; a no-op when the last load was these and nothing changed since."""
+        if self.holding is not runs:
+            self.reset()
+            self.insert(runs)
+            self.holding = runs
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
@@ -104,12 +113,22 @@ class Db:
 
     def reset(self) -> None:
         """Empty every table and create experiments 1 and 2."""
+        self.holding = None
         with self.transaction():
             self._reset()
 
     def _reset(self) -> None:
-        tables = ["inputs", "datasets", "latest_metrics", "metric_chunks", "tags", "params",
-                  "runs", "experiment_tags", "experiments"]  # fmt: skip
+        tables = [
+            "inputs",
+            "datasets",
+            "latest_metrics",
+            "metric_chunks",
+            "tags",
+            "params",
+            "runs",
+            "experiment_tags",
+            "experiments",
+        ]
         for table in tables:  # DELETE beats TRUNCATE on tables this small
             self.execute(f"DELETE FROM {table}")
         self.executemany(
@@ -120,6 +139,7 @@ class Db:
 
     def insert(self, runs: Sequence[RunRow]) -> None:
         """Insert the runs with their params, tags, metrics and dataset inputs."""
+        self.holding = None
         with self.transaction():
             self._insert(runs)
 
@@ -128,10 +148,22 @@ class Db:
             "INSERT INTO runs (run_uuid, experiment_id, run_name, user_id, status, start_time, "
             "end_time, heartbeat_deadline, lifecycle_stage, artifact_uri) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.run_uuid, r.experiment_id, r.run_name, r.user_id, r.status, r.start_time,
-              r.end_time, r.heartbeat_deadline, r.lifecycle_stage, r.artifact_uri)
-             for r in runs],
-        )  # fmt: skip
+            [
+                (
+                    r.run_uuid,
+                    r.experiment_id,
+                    r.run_name,
+                    r.user_id,
+                    r.status,
+                    r.start_time,
+                    r.end_time,
+                    r.heartbeat_deadline,
+                    r.lifecycle_stage,
+                    r.artifact_uri,
+                )
+                for r in runs
+            ],
+        )
         for table, attr in (("params", "params"), ("tags", "tags")):
             self.executemany(
                 f"INSERT INTO {table} (run_uuid, key, value) VALUES (?, ?, ?)",
@@ -141,8 +173,7 @@ class Db:
         for r in runs:
             for key in r.metrics:
                 last, low, high, count = r.metric(key)  # type: ignore[misc]
-                rows.append((r.run_uuid, key, _null_nan(last), 0, 0, _null_nan(low),
-                             _null_nan(high), count))  # fmt: skip
+                rows.append((r.run_uuid, key, _null_nan(last), 0, 0, _null_nan(low), _null_nan(high), count))
         self.executemany(
             "INSERT INTO latest_metrics (run_uuid, key, value, step, timestamp, min_value, "
             "max_value, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,9 +193,7 @@ class Db:
             "source) VALUES (?, ?, ?, ?, ?, ?)",
             datasets,
         )
-        self.executemany(
-            "INSERT INTO inputs (run_uuid, dataset_uuid, context) VALUES (?, ?, ?)", inputs
-        )
+        self.executemany("INSERT INTO inputs (run_uuid, dataset_uuid, context) VALUES (?, ?, ?)", inputs)
 
     def search(
         self,
@@ -178,23 +207,29 @@ class Db:
         now_ms: int = 0,
     ) -> list[tuple[Any, ...]]:
         query = compile_run_search(
-            experiment_ids=experiment_ids, filter_string=filter_string, order_by=order_by,
-            view_type=view_type, max_results=max_results, page_token=page_token, now_ms=now_ms,
+            experiment_ids=experiment_ids,
+            filter_string=filter_string,
+            order_by=order_by,
+            view_type=view_type,
+            max_results=max_results,
+            page_token=page_token,
+            now_ms=now_ms,
             dialect=self.dialect,
-        )  # fmt: skip
+        )
         return self.query(query.sql, query.params)
 
-    def search_ids(self, filter_string: str = "", order_by: Sequence[str] | None = None,
-                   **kwargs: Any) -> list[str]:  # fmt: skip
+    def search_ids(
+        self, filter_string: str = "", order_by: Sequence[str] | None = None, **kwargs: Any
+    ) -> list[str]:
         return [row[0] for row in self.search(filter_string, order_by, **kwargs)]
 
-    def search_pages(self, filter_string: str = "", order_by: Sequence[str] | None = None, *,
-                     page_size: int, **kwargs: Any) -> Iterator[list[str]]:  # fmt: skip
+    def search_pages(
+        self, filter_string: str = "", order_by: Sequence[str] | None = None, *, page_size: int, **kwargs: Any
+    ) -> Iterator[list[str]]:
         """Yield the run ids of each page in turn."""
         token = None
         while True:
-            rows = self.search(filter_string, order_by, max_results=page_size,
-                               page_token=token, **kwargs)  # fmt: skip
+            rows = self.search(filter_string, order_by, max_results=page_size, page_token=token, **kwargs)
             assert len(rows) <= page_size + 1
             page = rows[:page_size]
             yield [row[0] for row in page]
@@ -202,13 +237,23 @@ class Db:
                 return
             token = next_page_token(page[-1], order_by)
 
-    def search_experiments(self, filter_string: str = "", order_by: Sequence[str] | None = None,
-                           *, view_type: int = 1, max_results: int = 1000,
-                           page_token: str | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
+    def search_experiments(
+        self,
+        filter_string: str = "",
+        order_by: Sequence[str] | None = None,
+        *,
+        view_type: int = 1,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> list[tuple[Any, ...]]:
         query = compile_experiment_search(
-            filter_string=filter_string, order_by=order_by, view_type=view_type,
-            max_results=max_results, page_token=page_token, dialect=self.dialect,
-        )  # fmt: skip
+            filter_string=filter_string,
+            order_by=order_by,
+            view_type=view_type,
+            max_results=max_results,
+            page_token=page_token,
+            dialect=self.dialect,
+        )
         return self.query(query.sql, query.params)
 
     def counts(self) -> dict[str, int]:
@@ -235,20 +280,26 @@ def _sqlite(directory: Path) -> Iterator[Db]:
 
 
 def _postgresql() -> Iterator[Db]:
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for PostgreSQL tests")
+    # The same server, variables and rules as tests/conftest.py: skip visibly when no server
+    # answers, fail instead under CI or MLTRAIL_REQUIRE_POSTGRES=1.
+    required = (
+        os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("MLTRAIL_REQUIRE_POSTGRES") == "1"
+    )
     try:
-        admin = psycopg.connect(PG_DSN + " dbname=postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432: {exc}")
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server here
+        if required:
+            pytest.fail(f"PostgreSQL is required but did not answer at {PG_ADMIN_DSN}: {exc}")
+        pytest.skip(f"no PostgreSQL server answers at {PG_ADMIN_DSN}: {exc}")
     name = f"mltrail_test_{uuid.uuid4().hex[:16]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        conn = psycopg.connect(PG_DSN + f" dbname={name}", autocommit=True)
+        conn = psycopg.connect(PG_ADMIN_DSN, dbname=name, autocommit=True, connect_timeout=5)
         try:
             for stmt in MIGRATIONS[0]:
-                sql = render(stmt, "postgresql")
-                if sql is not None:  # None: a statement for another dialect
-                    conn.execute(sql)
+                conn.execute(render(stmt, "postgresql"))
             yield Db("postgresql", conn)
         finally:
             conn.close()
@@ -288,8 +339,9 @@ def like(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
 
 
 def status_of(run: RunRow, now_ms: int) -> str:
-    crashed = (run.status == "RUNNING" and run.heartbeat_deadline is not None
-               and run.heartbeat_deadline < now_ms)  # fmt: skip
+    crashed = (
+        run.status == "RUNNING" and run.heartbeat_deadline is not None and run.heartbeat_deadline < now_ms
+    )
     return "CRASHED" if crashed else run.status
 
 
@@ -384,14 +436,17 @@ def expected_ids(
 ) -> list[str]:
     """The run ids a search should return, in order."""
     stages = {1: ("active",), 2: ("deleted",), 3: ("active", "deleted")}[view_type]
-    kept = [r for r in runs if r.experiment_id in experiment_ids
-            and r.lifecycle_stage in stages and matches(node, r, now_ms)]  # fmt: skip
+    kept = [
+        r
+        for r in runs
+        if r.experiment_id in experiment_ids and r.lifecycle_stage in stages and matches(node, r, now_ms)
+    ]
     orders = parse_order_by(order_by)
 
     def compare(a: RunRow, b: RunRow) -> int:
         for order in orders:
             x, y = sort_value(a, order, now_ms), sort_value(b, order, now_ms)
-            if x is None and y is None or x == y:
+            if (x is None and y is None) or x == y:
                 continue
             if x is None:
                 return 1  # missing values last, in either direction

@@ -34,8 +34,16 @@ def cmp(entity: str, name: str, op: str, value: object, aggregate: str | None = 
 
 
 def run_search(filter_string: str = "", order_by: list[str] | None = None, **kw: object):
-    args = dict(experiment_ids=[1], filter_string=filter_string, order_by=order_by, view_type=1,
-                max_results=10, page_token=None, now_ms=0, dialect="sqlite")  # fmt: skip
+    args = dict(
+        experiment_ids=[1],
+        filter_string=filter_string,
+        order_by=order_by,
+        view_type=1,
+        max_results=10,
+        page_token=None,
+        now_ms=0,
+        dialect="sqlite",
+    )
     args.update(kw)
     return compile_run_search(**args)  # type: ignore[arg-type]
 
@@ -92,9 +100,7 @@ def test_numbers_keep_their_type() -> None:
 def test_and_binds_tighter_than_or_and_parentheses_group() -> None:
     a, b, c = (cmp("metric", k, "=", 1) for k in "abc")
     assert parse_filter("metrics.a = 1 OR metrics.b = 1 AND metrics.c = 1") == Or((a, And((b, c))))
-    assert parse_filter("(metrics.a = 1 OR metrics.b = 1) AND metrics.c = 1") == And(
-        (Or((a, b)), c)
-    )
+    assert parse_filter("(metrics.a = 1 OR metrics.b = 1) AND metrics.c = 1") == And((Or((a, b)), c))
     assert parse_filter("((metrics.a = 1))") == a
     assert parse_filter("metrics.a = 1 and metrics.b = 1 AND metrics.c = 1") == And((a, b, c))
 
@@ -152,9 +158,7 @@ def test_positions_are_recorded() -> None:
         ("metrics.a < 'b' ; DROP TABLE runs", 16, "unexpected character ';'"),
     ],
 )
-def test_malformed_filters_point_at_the_offending_token(
-    text: str, position: int, fragment: str
-) -> None:
+def test_malformed_filters_point_at_the_offending_token(text: str, position: int, fragment: str) -> None:
     with pytest.raises(SearchSyntaxError) as info:
         parse_filter(text)
     assert info.value.position == position
@@ -190,9 +194,7 @@ def test_error_renders_a_caret_under_the_position() -> None:
         ("status = 5", 9, "compares strings"),
     ],
 )
-def test_invalid_comparisons_point_at_the_offending_token(
-    text: str, position: int, fragment: str
-) -> None:
+def test_invalid_comparisons_point_at_the_offending_token(text: str, position: int, fragment: str) -> None:
     with pytest.raises(SearchSyntaxError) as info:
         run_search(text)
     assert (info.value.position, info.value.text) == (position, text)
@@ -342,16 +344,33 @@ def test_like_to_regex(pattern: str, text: str, expected: bool) -> None:
 
 
 def test_experiment_search_compiles_and_validates() -> None:
-    query = compile_experiment_search(filter_string="name LIKE 'a%' AND tags.t = 'x'",
-                                      order_by=["name DESC"], view_type=3, max_results=5,
-                                      page_token=None, dialect="postgresql")  # fmt: skip
+    query = compile_experiment_search(
+        filter_string="name LIKE 'a%' AND tags.t = 'x'",
+        order_by=["name DESC"],
+        view_type=3,
+        max_results=5,
+        page_token=None,
+        dialect="postgresql",
+    )
     assert query.sql.startswith("SELECT q.experiment_id")
     assert query.params == ("a%", "t", "x", 6)
     for bad, position in [("metrics.a > 1", 0), ("params.a = 'x'", 0), ("name > 5", 7)]:
         with pytest.raises(SearchSyntaxError) as info:
-            compile_experiment_search(filter_string=bad, order_by=None, view_type=1,
-                                      max_results=5, page_token=None, dialect="sqlite")  # fmt: skip
+            compile_experiment_search(
+                filter_string=bad,
+                order_by=None,
+                view_type=1,
+                max_results=5,
+                page_token=None,
+                dialect="sqlite",
+            )
         assert info.value.position == position
     with pytest.raises(SearchSyntaxError, match="ordered by name"):
-        compile_experiment_search(filter_string="", order_by=["tags.t"], view_type=1,
-                                  max_results=5, page_token=None, dialect="sqlite")  # fmt: skip
+        compile_experiment_search(
+            filter_string="",
+            order_by=["tags.t"],
+            view_type=1,
+            max_results=5,
+            page_token=None,
+            dialect="sqlite",
+        )

@@ -219,17 +219,28 @@ def _user_stacklevel() -> int:
     wrapper is C code and leaves no frame). Outside any patched call (a post-import hook, a
     callback) it is the first frame that is neither mltrail's, wrapt's nor importlib's.
     """
-    frame = sys._getframe(2)  # the caller of warn_once
-    level = 2  # warnings.warn's frame of reference: 1 is warn_once itself
+    # Count frames as warnings.warn does: level 1 is warn_once, and importlib's bootstrap
+    # frames are skipped without being counted.
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     outermost = 0
     first_outside = 0
     while frame is not None:
+        frame = frame.f_back
+        while frame is not None and _importlib_internal(frame):
+            frame = frame.f_back
+        if frame is None:
+            break
+        level += 1
         if frame.f_code in wrapper_codes:
             outermost = level
         elif not first_outside and not _internal(frame):
             first_outside = level
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
     if outermost:
         return outermost + 1
     return first_outside or 2
+
+
+def _importlib_internal(frame: FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    return "importlib" in filename and "_bootstrap" in filename

@@ -137,13 +137,15 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         session = None
         try:
             if owns:
-                session = call._session = _Session()
-                if safely(name, "run_start", open_run, name, call.config, mode, child,
-                          session=session) is SKIP:
+                session = _Session()
+                if safely(name, "run_start", open_run, name, call.config, mode, child, None, None,
+                          session) is SKIP:
                     return wrapped(*args, **kwargs)
                 call.run = session.handle
-            if pre is not None and safely(name, "pre", pre, call) is FAILED:
-                call.args, call.kwargs = args, kwargs
+            if pre is not None:
+                call.kwargs = dict(kwargs)  # pre's own copy: a failing pre leaves the user's intact
+                if safely(name, "pre", pre, call) is FAILED:
+                    call.args, call.kwargs = args, kwargs
             result = wrapped(*call.args, **call.kwargs)
             if post is not None:
                 safely(name, "post", post, call, result)

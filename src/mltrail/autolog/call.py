@@ -15,7 +15,7 @@ This module stays light (no wrapt): integrations and tests import it freely.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -88,14 +88,14 @@ class Call:
         config: the integration's config in force when the call started.
         instance: the object the method was called on (the class for a classmethod; None for a
             function or staticmethod).
-        args, kwargs: the arguments the original will be called with (``pre`` may replace them).
+        args, kwargs: the arguments the original will be called with; ``pre`` may replace
+            them, or change ``kwargs`` in place (it gets its own copy).
         run: where to log (:class:`~mltrail.autolog.runs.RunHandle`); a falsy handle that
             ignores everything when there is no run to log into.
         state: a dict for ``pre`` to leave things for ``post``.
     """
 
-    __slots__ = ("_session", "args", "config", "instance", "integration", "kwargs", "patch",
-                 "run", "state")
+    __slots__ = ("args", "config", "instance", "integration", "kwargs", "patch", "run", "state")
 
     def __init__(
         self,
@@ -104,23 +104,23 @@ class Call:
         config: AutologConfig,
         instance: Any,
         args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
+        kwargs: dict[str, Any],
     ) -> None:
-        from mltrail.autolog.runs import NO_RUN
-
         self.integration = integration
         self.patch = patch
         self.config = config
         self.instance = instance
         self.args = args
-        self.kwargs = dict(kwargs)  # a copy: a failing pre must leave the user's untouched
-        self.run: RunHandle = NO_RUN
+        self.kwargs = kwargs
+        self.run: RunHandle = _NO_RUN
         self.state: dict[str, Any] = {}
-        self._session: Any = None
 
     def __repr__(self) -> str:
         return f"<Call {self.integration} {self.patch.target}>"
 
+
+# The falsy "no run" handle, set by mltrail.autolog.runs when it is imported (it imports us).
+_NO_RUN: Any = None
 
 # The outermost patched call running in this context (thread / task), or None: the nesting
 # guard of invariant 3. A patched call that finds one here is part of it and is not logged.

@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from mltrail.autolog import _safety
+from mltrail.autolog import call as _call
 from mltrail.autolog.call import CURRENT, Call, ChildMode, RunMode
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class _NoRun(RunHandle):
 
 
 NO_RUN: RunHandle = _NoRun()
+_call._NO_RUN = NO_RUN
 
 # Sentinel: the call would log into a run another thread's patched call is filling.
 SKIP = object()
@@ -148,6 +150,15 @@ _busy: dict[str, int] = {}  # run_id -> outermost patched calls (any thread) usi
 _used: weakref.WeakSet[Any] = weakref.WeakSet()  # ActiveRuns a patched call has logged into
 _owned_ids: set[str] = set()  # runs autolog started that are still open
 _opening_owned: ContextVar[str | None] = ContextVar("mltrail_autolog_opening", default=None)
+_fluent: Any = None  # mltrail.core.fluent, imported on first use (an import statement is slow)
+
+
+def _load_fluent() -> Any:
+    global _fluent
+    from mltrail.core import fluent
+
+    _fluent = fluent
+    return fluent
 
 
 def _global_rank() -> int:
@@ -177,19 +188,16 @@ def open_run(
     integration: str,
     config: AutologConfig,
     mode: RunMode,
-    child: ChildMode = "never",
-    *,
-    run_name: str | None = None,
-    tags: Mapping[str, Any] | None = None,
+    child: ChildMode,
+    run_name: str | None,
+    tags: Mapping[str, Any] | None,
     session: _Session,
 ) -> Any:
     """Find or start the run for an outermost patched call; fills ``session``.
 
     Returns :data:`SKIP` when the run it would log into is busy with another thread's call.
     """
-    from mltrail.core import fluent
-
-    active = fluent.active_run()
+    active = (_fluent or _load_fluent()).active_run()
     if active is not None:
         run_id = active.info.run_id
         if _busy.get(run_id):
@@ -229,8 +237,7 @@ def _start_owned(
     run_name: str | None,
     tags: Mapping[str, Any] | None,
 ) -> ActiveRun:
-    from mltrail.core import fluent
-
+    fluent = _fluent or _load_fluent()
     all_tags = {AUTOLOG_TAG: integration, **config.extra_tags, **(tags or {})}
     token = _opening_owned.set(integration)
     try:
@@ -248,6 +255,8 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
     and if it fails the run is still taken off the active-run stack, so that nothing logs into
     it any more (its heartbeat stops, and the store reports it crashed).
     """
+    if session.owned_run is None and session.busy_id is None:
+        return  # nothing was opened (the common case with no run)
     session.handle.close()
     if session.busy_id is not None:
         with _lock:
@@ -275,7 +284,7 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
 
 
 def _end_owned(run: ActiveRun, status: str) -> None:
-    from mltrail.core import fluent
+    fluent = _fluent or _load_fluent()
 
     if fluent.active_run() is run:
         fluent.end_run(status)
@@ -285,7 +294,7 @@ def _end_owned(run: ActiveRun, status: str) -> None:
 
 
 def _forget(run: ActiveRun) -> None:
-    from mltrail.core import fluent
+    fluent = _fluent or _load_fluent()
 
     run._ended = True
     for stack in fluent._all_stacks():
@@ -321,7 +330,6 @@ def owned_run(
     config = get_config(integration)
     session = _Session()
     call = Call(integration, Patch("", "", run=mode, child=child), config, None, (), {})
-    call._session = session
     outer = CURRENT.get()
     if outer is not None:  # nested inside another patched call: not ours to log
         yield NO_RUN
@@ -329,8 +337,8 @@ def owned_run(
     token = CURRENT.set(call)
     try:
         opened = _safety.safely(
-            integration, "run_start", open_run, integration, config, mode, child,
-            run_name=run_name, tags=tags, session=session,
+            integration, "run_start", open_run, integration, config, mode, child, run_name, tags,
+            session,
         )
         handle = session.handle if opened is not SKIP else NO_RUN
         try:

@@ -35,7 +35,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from mltrail.core.errors import InvalidInputError, SearchSyntaxError
 
@@ -109,7 +109,8 @@ class Or:
     operands: tuple[Node, ...]
 
 
-Node = Union[Comparison, And, Or]  # noqa: UP007 - a runtime alias, kept valid before 3.10
+Node = Comparison | And | Or
+"""A filter AST node."""
 
 
 @dataclass(frozen=True)
@@ -305,8 +306,7 @@ class _Parser:
             entity = _ENTITIES.get(prefix.lower())
             if entity is None:
                 raise self.error(
-                    f"unknown entity {prefix!r}; expected metrics., params., tags., "
-                    "attributes. or datasets.",
+                    f"unknown entity {prefix!r}; expected metrics., params., tags., attributes. or datasets.",
                     tok.position,
                 )
             self.take()
@@ -326,8 +326,7 @@ class _Parser:
                 inner = self.key()
                 if inner.entity != "metric" or inner.aggregate is not None:
                     raise self.error(
-                        f"{tok.text.lower()}() takes a metric, e.g. "
-                        f"{tok.text.lower()}(metrics.loss)",
+                        f"{tok.text.lower()}() takes a metric, e.g. {tok.text.lower()}(metrics.loss)",
                         inner.position,
                     )
                 self.expect("rparen", "')'")
@@ -370,8 +369,7 @@ class _Parser:
             self.take()
             return Comparison(key, op, None, tok.position)
         raise self.error(
-            "expected an operator (=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL, "
-            "IS NOT NULL)",
+            "expected an operator (=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL)",
             tok.position,
         )
 
@@ -580,8 +578,7 @@ _EXPERIMENT_ATTRIBUTES: dict[str, tuple[str, str]] = {
     "last_update_time": ("e.last_update_time", "int"),
 }
 _DATASET_FIELDS = {"name": "d.name", "digest": "d.digest", "context": "i.context"}
-_METRIC_COLUMNS = {None: "value", "last": "value", "min": "min_value", "max": "max_value",
-                   "count": "count"}  # fmt: skip
+_METRIC_COLUMNS = {None: "value", "last": "value", "min": "min_value", "max": "max_value", "count": "count"}
 _STRING_OPS = ("=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "IN", "NOT IN")
 _NULL_OPS = ("IS NULL", "IS NOT NULL")
 
@@ -615,8 +612,7 @@ class _Compiler:
             table = _EXPERIMENT_ATTRIBUTES
         if name not in table:
             valid = ", ".join(sorted(table))
-            raise self.error(f"unknown attribute {key.name!r}; expected one of {valid}",
-                             key.position)  # fmt: skip
+            raise self.error(f"unknown attribute {key.name!r}; expected one of {valid}", key.position)
         expr, kind = table[name]
         if name == "status":  # CRASHED is computed against the caller's clock
             head, _, tail = expr.partition("?")
@@ -624,7 +620,7 @@ class _Compiler:
         return _sql(expr), kind
 
     def check_entity(self, key: Key, *, ordering: bool) -> None:
-        allowed = ("metric", "param", "tag", "attribute")
+        allowed: tuple[str, ...] = ("metric", "param", "tag", "attribute")
         if self.scope == "run" and not ordering:
             allowed += ("dataset",)
         if self.scope == "experiment":
@@ -632,8 +628,7 @@ class _Compiler:
         if key.entity not in allowed:
             where = "order_by" if ordering else "filters"
             what = "runs" if self.scope == "run" else "experiments"
-            raise self.error(f"{key.entity} keys are not supported in {what} {where}",
-                             key.position)  # fmt: skip
+            raise self.error(f"{key.entity} keys are not supported in {what} {where}", key.position)
 
     def sort_column(self, order: OrderKey) -> _SortColumn:
         key = order.key
@@ -644,13 +639,15 @@ class _Compiler:
             return _SortColumn(expr, kind, order.ascending, nullable)
         if key.entity == "metric":
             column = _METRIC_COLUMNS[key.aggregate]
-            expr = _sql(f"(SELECT m.{column} FROM latest_metrics m WHERE m.run_uuid = r.run_uuid "
-                        "AND m.key = ", _Param(key.name), ")")  # fmt: skip
+            expr = _sql(
+                f"(SELECT m.{column} FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ",
+                _Param(key.name),
+                ")",
+            )
             kind = "int" if key.aggregate == "count" else "float"
             return _SortColumn(expr, kind, order.ascending, True)
         table, owner = self.key_table(key)
-        expr = _sql(f"(SELECT t.value FROM {table} t WHERE {owner} AND t.key = ",
-                    _Param(key.name), ")")  # fmt: skip
+        expr = _sql(f"(SELECT t.value FROM {table} t WHERE {owner} AND t.key = ", _Param(key.name), ")")
         return _SortColumn(expr, "text", order.ascending, True)
 
     def key_table(self, key: Key) -> tuple[str, str]:
@@ -675,20 +672,24 @@ class _Compiler:
             assert lit is not None
             if kind == "text":
                 if not isinstance(lit.value, str):
-                    raise self.error(f"{_describe(cmp.key)} compares strings; quote the value: "
-                                     f"'{lit.value}'", lit.position)  # fmt: skip
+                    raise self.error(
+                        f"{_describe(cmp.key)} compares strings; quote the value: '{lit.value}'", lit.position
+                    )
                 out.append(lit.value)
             else:
                 if isinstance(lit.value, str):
-                    raise self.error(f"{_describe(cmp.key)} compares numbers; "
-                                     "write the value unquoted", lit.position)  # fmt: skip
+                    raise self.error(
+                        f"{_describe(cmp.key)} compares numbers; write the value unquoted", lit.position
+                    )
                 out.append(_bind_number(lit.value, kind))
         return out
 
     def check_op(self, cmp: Comparison, allowed: Sequence[str]) -> None:
         if cmp.op not in allowed:
-            raise self.error(f"{cmp.op} is not supported for {_describe(cmp.key)}; use one of "
-                             f"{', '.join(allowed)}", cmp.op_position)  # fmt: skip
+            raise self.error(
+                f"{cmp.op} is not supported for {_describe(cmp.key)}; use one of {', '.join(allowed)}",
+                cmp.op_position,
+            )
 
     def predicate(self, expr: SqlQuery, cmp: Comparison, kind: str) -> SqlQuery:
         """``expr op value(s)`` for a non-null comparison operator."""
@@ -719,24 +720,30 @@ class _Compiler:
             if kind == "text":
                 self.check_op(cmp, _STRING_OPS + _NULL_OPS)
             else:
-                self.check_op(cmp, _COMPARATORS + ("IN", "NOT IN") + _NULL_OPS)
+                self.check_op(cmp, (*_COMPARATORS, "IN", "NOT IN", *_NULL_OPS))
             if cmp.op in _NULL_OPS:
                 return _sql(expr, " ", cmp.op)
             return self.predicate(expr, cmp, kind)
         if key.entity == "dataset":
             column = _DATASET_FIELDS.get(key.name.lower())
             if column is None:
-                raise self.error(f"unknown dataset field {key.name!r}; expected name, digest or "
-                                 "context", key.position)  # fmt: skip
+                raise self.error(
+                    f"unknown dataset field {key.name!r}; expected name, digest or context", key.position
+                )
             self.check_op(cmp, ("=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"))
-            return _sql("EXISTS (SELECT 1 FROM inputs i JOIN datasets d ON d.dataset_uuid = "
-                        "i.dataset_uuid WHERE i.run_uuid = r.run_uuid AND ",
-                        self.predicate(_sql(column), cmp, "text"), ")")  # fmt: skip
+            return _sql(
+                "EXISTS (SELECT 1 FROM inputs i JOIN datasets d ON d.dataset_uuid = "
+                "i.dataset_uuid WHERE i.run_uuid = r.run_uuid AND ",
+                self.predicate(_sql(column), cmp, "text"),
+                ")",
+            )
         if key.entity == "metric":
-            self.check_op(cmp, _COMPARATORS + ("IN", "NOT IN") + _NULL_OPS)
+            self.check_op(cmp, (*_COMPARATORS, "IN", "NOT IN", *_NULL_OPS))
             column = f"m.{_METRIC_COLUMNS[key.aggregate]}"
-            head = _sql("EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid "
-                        "AND m.key = ", _Param(key.name))  # fmt: skip
+            head = _sql(
+                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ",
+                _Param(key.name),
+            )
             if cmp.op in _NULL_OPS:
                 return _sql("NOT " if cmp.op == "IS NULL" else "", head, ")")
             kind = "int" if key.aggregate == "count" else "float"
@@ -747,16 +754,20 @@ class _Compiler:
         # params and tags
         self.check_op(cmp, _STRING_OPS + _NULL_OPS)
         table, owner = self.key_table(key)
-        head = _sql(f"EXISTS (SELECT 1 FROM {table} t WHERE {owner} AND t.key = ",
-                    _Param(key.name))  # fmt: skip
+        head = _sql(f"EXISTS (SELECT 1 FROM {table} t WHERE {owner} AND t.key = ", _Param(key.name))
         if cmp.op in _NULL_OPS:
             return _sql("NOT " if cmp.op == "IS NULL" else "", head, ")")
         return _sql(head, " AND ", self.predicate(_sql("t.value"), cmp, "text"), ")")
 
 
 def _describe(key: Key) -> str:
-    name = {"metric": "metrics", "param": "params", "tag": "tags", "attribute": "attributes",
-            "dataset": "datasets"}[key.entity]  # fmt: skip
+    name = {
+        "metric": "metrics",
+        "param": "params",
+        "tag": "tags",
+        "attribute": "attributes",
+        "dataset": "datasets",
+    }[key.entity]
     text = f"{name}.{key.name}"
     return f"{key.aggregate}({text})" if key.aggregate else text
 
@@ -783,9 +794,12 @@ def next_page_token(row: Sequence[Any], order_by: Sequence[str] | None) -> str:
 
 
 def _decode_token(
-    token: str, orders: Sequence[OrderKey], columns: Sequence[_SortColumn], id_kind: str,
+    token: str,
+    orders: Sequence[OrderKey],
+    columns: Sequence[_SortColumn],
+    id_kind: str,
     dialect: str,
-) -> list[Any]:  # fmt: skip
+) -> list[Any]:
     def bad(why: str) -> SearchSyntaxError:
         return SearchSyntaxError(f"invalid page_token: {why}", token, 0)
 
@@ -805,7 +819,7 @@ def _decode_token(
         raise bad("it was made for a different search")
     values = [*keys, data["id"]]
     kinds = [(c.kind, c.nullable) for c in columns] + [(id_kind, False)]
-    for value, (kind, nullable) in zip(values, kinds):
+    for value, (kind, nullable) in zip(values, kinds, strict=True):
         if value is None:
             if not nullable:
                 raise bad("a sort value is missing")
@@ -824,19 +838,25 @@ def _decode_token(
 
 
 def _compile(
-    *, table: str, alias: str, id_column: str, id_kind: str, where: Sequence[SqlQuery],
-    columns: Sequence[_SortColumn], orders: Sequence[OrderKey], page_token: str | None,
-    max_results: int, dialect: str,
-) -> SqlQuery:  # fmt: skip
+    *,
+    table: str,
+    alias: str,
+    id_column: str,
+    id_kind: str,
+    where: Sequence[SqlQuery],
+    columns: Sequence[_SortColumn],
+    orders: Sequence[OrderKey],
+    page_token: str | None,
+    max_results: int,
+    dialect: str,
+) -> SqlQuery:
     names = [f"k{i}" for i in range(len(columns))]
     select = [_sql(f"{alias}.{id_column} AS {id_column}")]
-    select += [_sql(col.expr, f" AS {name}") for col, name in zip(columns, names)]
-    inner = _sql("SELECT ", _join(", ", select), f" FROM {table} {alias} WHERE ",
-                 _join(" AND ", where))  # fmt: skip
+    select += [_sql(col.expr, f" AS {name}") for col, name in zip(columns, names, strict=True)]
+    inner = _sql("SELECT ", _join(", ", select), f" FROM {table} {alias} WHERE ", _join(" AND ", where))
 
     # The total order: each key with missing values last, then the id ascending.
-    everything = [*zip(names, columns),
-                  (id_column, _SortColumn(_sql(""), id_kind, True, False))]  # fmt: skip
+    everything = [*zip(names, columns, strict=True), (id_column, _SortColumn(_sql(""), id_kind, True, False))]
 
     def ref(name: str, col: _SortColumn) -> str:
         collate = ' COLLATE "C"' if col.kind == "text" and dialect == "postgresql" else ""
@@ -848,9 +868,13 @@ def _compile(
             order_sql.append(f"CASE WHEN q.{name} IS NULL THEN 1 ELSE 0 END")
         order_sql.append(f"{ref(name, col)} {'ASC' if col.ascending else 'DESC'}")
 
-    parts: list[str | SqlQuery | _Param] = ["SELECT ", ", ".join(["q." + id_column] +
-                                            [f"q.{n}" for n in names]),
-                                            " FROM (", inner, ") q"]  # fmt: skip
+    parts: list[str | SqlQuery | _Param] = [
+        "SELECT ",
+        ", ".join(["q." + id_column] + [f"q.{n}" for n in names]),
+        " FROM (",
+        inner,
+        ") q",
+    ]
     if page_token:
         values = _decode_token(page_token, orders, columns, id_kind, dialect)
 
@@ -890,8 +914,9 @@ def _check_common(view_type: int, max_results: int, dialect: str) -> str:
         return "lifecycle_stage = 'deleted'"
     if view_type == 3:
         return ""
-    raise InvalidInputError(f"view_type must be 1 (ACTIVE_ONLY), 2 (DELETED_ONLY) or 3 (ALL), "
-                            f"not {view_type!r}")  # fmt: skip
+    raise InvalidInputError(
+        f"view_type must be 1 (ACTIVE_ONLY), 2 (DELETED_ONLY) or 3 (ALL), not {view_type!r}"
+    )
 
 
 def compile_run_search(
@@ -954,12 +979,21 @@ def compile_run_search(
     if tree != And(()):
         where.append(_Compiler("run", dialect, now_ms, filter_string or "").node(tree))
     columns = []
-    for item, order in zip(order_by or (), orders):
+    for item, order in zip(order_by or (), orders, strict=True):
         columns.append(_Compiler("run", dialect, now_ms, item).sort_column(order))
     columns.append(_SortColumn(_sql("r.start_time"), "int", False, False))
-    return _compile(table="runs", alias="r", id_column="run_uuid", id_kind="text", where=where,
-                    columns=columns, orders=orders, page_token=page_token,
-                    max_results=max_results, dialect=dialect)  # fmt: skip
+    return _compile(
+        table="runs",
+        alias="r",
+        id_column="run_uuid",
+        id_kind="text",
+        where=where,
+        columns=columns,
+        orders=orders,
+        page_token=page_token,
+        max_results=max_results,
+        dialect=dialect,
+    )
 
 
 def compile_experiment_search(
@@ -986,14 +1020,25 @@ def compile_experiment_search(
     if tree != And(()):
         where.append(_Compiler("experiment", dialect, 0, filter_string or "").node(tree))
     columns = []
-    for item, order in zip(order_by or (), orders):
+    for item, order in zip(order_by or (), orders, strict=True):
         compiler = _Compiler("experiment", dialect, 0, item)
         if order.key.entity != "attribute":
-            raise compiler.error("experiments can be ordered by name, experiment_id, "
-                                 "creation_time or last_update_time", order.key.position)  # fmt: skip
+            raise compiler.error(
+                "experiments can be ordered by name, experiment_id, creation_time or last_update_time",
+                order.key.position,
+            )
         columns.append(compiler.sort_column(order))
     if not columns:
         columns.append(_SortColumn(_sql("e.creation_time"), "int", False, False))
-    return _compile(table="experiments", alias="e", id_column="experiment_id", id_kind="int",
-                    where=where, columns=columns, orders=orders, page_token=page_token,
-                    max_results=max_results, dialect=dialect)  # fmt: skip
+    return _compile(
+        table="experiments",
+        alias="e",
+        id_column="experiment_id",
+        id_kind="int",
+        where=where,
+        columns=columns,
+        orders=orders,
+        page_token=page_token,
+        max_results=max_results,
+        dialect=dialect,
+    )

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,11 +72,13 @@ def _status_expr(alias: str = "") -> str:
 class _Connection:
     """A DB-API connection with ``?`` placeholders and explicit transactions on both dialects."""
 
-    def __init__(self, raw: Any, dialect: str) -> None:
+    def __init__(self, raw: Any, dialect: str, reopen: Callable[[], Any] | None = None) -> None:
         self.raw = raw
         self.dialect = dialect
         self.pid = os.getpid()
         self._sql_cache: dict[str, str] = {}
+        self._reopen = reopen
+        self._depth = 0  # open transactions
 
     def _sql(self, sql: str) -> str:
         if self.dialect == "sqlite":
@@ -86,10 +88,30 @@ class _Connection:
             cached = self._sql_cache[sql] = sql.replace("?", "%s")
         return cached
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.raw.cursor()
-        cur.execute(self._sql(sql), tuple(params))
+    def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> Any:
+        try:
+            cur = self.raw.cursor(binary=True) if binary else self.raw.cursor()
+            cur.execute(self._sql(sql), tuple(params))
+        except Exception:
+            if not self._may_reopen():
+                raise
+            # Outside a transaction every statement here is a read (writes always run in one):
+            # a session that the server dropped (restart, failover) is replaced and the read
+            # runs again, once.
+            _log.debug("PostgreSQL connection lost; reconnecting", exc_info=True)
+            old, self.raw = self.raw, self._reopen()  # type: ignore[misc]
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 - it is dead already
+                pass
+            cur = self.raw.cursor(binary=True) if binary else self.raw.cursor()
+            cur.execute(self._sql(sql), tuple(params))
         return cur
+
+    def _may_reopen(self) -> bool:
+        if self._reopen is None or self._depth:
+            return False
+        return bool(getattr(self.raw, "broken", False) or getattr(self.raw, "closed", False))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
@@ -104,12 +126,19 @@ class _Connection:
         """Like :meth:`query`, asking PostgreSQL for binary results (bytea without hex)."""
         if self.dialect == "sqlite":
             return self.query(sql, params)
-        cur = self.raw.cursor(binary=True)
-        cur.execute(self._sql(sql), tuple(params))
-        return list(cur.fetchall())
+        return list(self.execute(sql, params, binary=True).fetchall())
 
     @contextmanager
     def transaction(self) -> Iterator[_Connection]:
+        self._depth += 1
+        try:
+            with self._transaction():
+                yield self
+        finally:
+            self._depth -= 1
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
         if self.dialect == "sqlite":
             # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
             # instead of one failing on a lock upgrade.
@@ -209,14 +238,16 @@ class SqlStore(Store):
                 raw.close()  # e.g. "database is locked" while another process sets up WAL
                 raise
             return _Connection(raw, "sqlite")
+        return _Connection(self._connect_postgres(), "postgresql", reopen=self._connect_postgres)
+
+    def _connect_postgres(self) -> Any:
         import psycopg
 
         try:
-            raw = psycopg.connect(self.location, autocommit=True, connect_timeout=10)
+            return psycopg.connect(self.location, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             msg = f"cannot connect to PostgreSQL at {_redact(self.uri)}: {exc}"
             raise StoreError(msg) from exc
-        return _Connection(raw, "postgresql")
 
     @property
     def conn(self) -> _Connection:

@@ -1,0 +1,523 @@
+"""What the XGBoost and LightGBM integrations share: plain helpers, no framework imported.
+
+Gradient-boosting libraries report the same kinds of things (params as strings, evaluation
+results per data set and metric, feature importances per type, a model serialised to bytes),
+so the two integrations turn them into records the same way:
+
+* metric keys ``<data set>-<metric>`` (``validation_0-logloss``, ``valid-ndcg_at_5``), as
+  MLflow names them, with characters a key may not hold replaced;
+* params as strings, long ones cut, floats that a library prints at float32 precision
+  (``0.100000001``) shortened to what the user wrote (``0.1``);
+* dataset fingerprints for numpy, pandas and scipy.sparse inputs, never copying the data;
+* feature importances as ``feature_importance_<type>.json`` and a bar chart
+  ``feature_importance_<type>.svg`` — an SVG is written with string formatting in well under a
+  millisecond, where a matplotlib figure would cost a second import and tens of milliseconds
+  per chart inside the user's ``train`` call;
+* a model as ``<artifact_path>/<file>`` plus ``<artifact_path>/mltrail_model.json`` describing
+  how to load it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from mltrail.core.entities import Dataset
+
+_log = logging.getLogger("mltrail.integrations")
+
+MODEL_META_FILE = "mltrail_model.json"
+CHART_MAX_FEATURES = 40  # bars drawn in an importance chart; the JSON keeps every feature
+_MAX_PARAM_CHARS = 6000  # the store's limit on a param value (core.validation)
+_SAMPLE_ROWS = 10_000  # as core.datasets: rows hashed from each end of a large array
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. /:]")
+
+
+# ---------------------------------------------------------------------- metric keys
+class MetricKeys:
+    """``(data set, metric) -> metric key``, formatted and checked once per pair.
+
+    The per-iteration hot path looks a key up in a dict instead of formatting it again.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], str] = {}
+
+    def __call__(self, data_name: str, metric_name: str) -> str:
+        pair = (data_name, metric_name)
+        key = self._keys.get(pair)
+        if key is None:
+            key = self._keys[pair] = metric_key(data_name, metric_name)
+        return key
+
+
+def metric_key(data_name: str, metric_name: str) -> str:
+    """The metric key for ``metric_name`` evaluated on ``data_name``: ``"valid-ndcg_at_5"``.
+
+    ``@`` (``ndcg@5``, ``error@0.7``) becomes ``_at_``; any other character a metric key may not
+    hold becomes ``_``.
+    """
+    raw = f"{data_name}-{metric_name}".replace("@", "_at_")
+    return _BAD_KEY_CHARS.sub("_", raw) or "metric"
+
+
+def finite_or_nan(value: Any) -> float:
+    """``value`` as a float (numpy scalars included); NaN for what is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------------- params
+def short_number(text: str) -> str:
+    """Shorten a float printed at more digits than it holds: ``"0.100000001"`` -> ``"0.1"``.
+
+    Libraries keep many params as float32 and print them with nine significant digits; the
+    shortest text that reads back as the same float32 (or float64) is what the user wrote.
+    Text that is not a finite decimal float is returned as it is.
+    """
+    if not any(c in text for c in ".eE") or len(text) < 6:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(value):
+        return text
+    import numpy as np
+
+    candidates = [repr(value), str(np.float32(value))]
+    best = min(candidates, key=len)
+    return best if len(best) < len(text) else text
+
+
+def param_text(value: Any) -> str | None:
+    """A param value as stored text; None for values that say nothing (None, empty)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif callable(value) and not isinstance(value, type):
+        text = getattr(value, "__qualname__", None) or getattr(value, "__name__", None) or type(value).__name__
+    elif isinstance(value, float) and math.isnan(value):
+        text = "nan"
+    else:
+        text = str(value)
+    if not text:
+        return None
+    if len(text) > _MAX_PARAM_CHARS:
+        text = text[: _MAX_PARAM_CHARS - 3] + "..."
+    return text
+
+
+def loggable_params(items: Mapping[Any, Any], *, skip: Iterable[str] = ()) -> dict[str, str]:
+    """``{key: text}`` for the entries that can be params, leaving out ``skip`` and None values."""
+    from mltrail.core.errors import InvalidInputError
+    from mltrail.core.validation import validate_key
+
+    skipped = set(skip)
+    out: dict[str, str] = {}
+    for key, value in items.items():
+        name = str(key)
+        if name in skipped or name in out:
+            continue
+        text = param_text(value)
+        if text is None:
+            continue
+        try:
+            validate_key(name, "param")
+        except InvalidInputError:
+            _log.debug("not logging param %r: not a valid param key", name)
+            continue
+        out[name] = text
+    return out
+
+
+def log_params_tolerant(run: Any, params: Mapping[str, str]) -> None:
+    """Log ``params``, skipping any the run already holds with another value."""
+    from mltrail.core.errors import ParamConflictError
+
+    try:
+        run.log_params(params)
+    except ParamConflictError:
+        for key, value in params.items():
+            try:
+                run.log_params({key: value})
+            except ParamConflictError:
+                _log.debug("param %r is already logged with another value; kept the first", key)
+
+
+def pairs_to_dict(params: Any) -> dict[str, Any]:
+    """A params argument as a dict; a list of pairs with repeated keys gives lists of values."""
+    if params is None:
+        return {}
+    if isinstance(params, Mapping):
+        return dict(params)
+    out: dict[str, Any] = {}
+    try:
+        for key, value in params:
+            if key in out:
+                previous = out[key]
+                out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                out[key] = value
+    except (TypeError, ValueError):
+        return {}
+    return out
+
+
+def argument(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str, default: Any = None
+) -> Any:
+    """The value of parameter ``name`` in a call of ``func`` with ``args`` and ``kwargs``."""
+    if name in kwargs:
+        return kwargs[name]
+    index = positions(func).get(name)
+    if index is not None and index < len(args):
+        return args[index]
+    return default
+
+
+def set_argument(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], name: str, value: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` with parameter ``name`` set to ``value``, wherever the caller put it."""
+    index = positions(func).get(name)
+    if name not in kwargs and index is not None and index < len(args):
+        new_args = list(args)
+        new_args[index] = value
+        return tuple(new_args), kwargs
+    kwargs[name] = value
+    return args, kwargs
+
+
+_positions: dict[Any, dict[str, int]] = {}
+
+
+def positions(func: Callable[..., Any]) -> dict[str, int]:
+    """``{parameter: position}`` for the positional parameters of ``func`` (cached)."""
+    key = getattr(func, "__wrapped__", func)
+    found = _positions.get(key)
+    if found is None:
+        try:
+            params = inspect.signature(key).parameters.values()
+        except (TypeError, ValueError):
+            params = []  # type: ignore[assignment]
+        found = {
+            p.name: i
+            for i, p in enumerate(params)
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+        _positions[key] = found
+    return found
+
+
+# ---------------------------------------------------------------------- datasets
+def fingerprint(data: Any, targets: Any = None, *, name: str | None = None) -> Dataset | None:
+    """A dataset fingerprint for numpy, pandas or scipy.sparse ``data``; None for anything else.
+
+    Nothing is copied: numpy and pandas go through :mod:`mltrail.data`, which hashes sampled
+    rows in place; a sparse matrix is described by its shape and stored values.
+    """
+    if data is None:
+        return None
+    from mltrail.core import datasets
+
+    module = type(data).__module__ or ""
+    if module.startswith("scipy.sparse") or (hasattr(data, "nnz") and hasattr(data, "tocsr")):
+        return _sparse_dataset(data, targets, name)
+    if module.startswith("pandas"):
+        if hasattr(data, "columns"):
+            return datasets.from_pandas(data, name=name)
+        return datasets.from_numpy(data.to_numpy(), _array_or_none(targets), name=name)
+    if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
+        return datasets.from_numpy(data, _array_or_none(targets), name=name)
+    return None
+
+
+def _array_or_none(targets: Any) -> Any:
+    if targets is None:
+        return None
+    to_numpy = getattr(targets, "to_numpy", None)
+    return to_numpy() if callable(to_numpy) else targets
+
+
+def _sparse_dataset(data: Any, targets: Any, name: str | None) -> Dataset:
+    import numpy as np
+
+    h = hashlib.sha256()
+    shape = tuple(int(n) for n in data.shape)
+    h.update(f"{type(data).__name__}{shape}{int(data.nnz)}{data.dtype}".encode())
+    for part in ("data", "indices", "indptr"):
+        arr = getattr(data, part, None)
+        if isinstance(arr, np.ndarray) and arr.size:
+            _hash_ends(h, arr)
+    if targets is not None:
+        _hash_ends(h, np.asarray(_array_or_none(targets)))
+    digest = h.hexdigest()[:16]
+    return Dataset(
+        name=name or f"dataset-{digest[:8]}",
+        digest=digest,
+        source_type="scipy.sparse",
+        source=json.dumps({"source": "in-memory"}),
+        schema=json.dumps({"features": {"dtype": str(data.dtype), "shape": [-1, *shape[1:]]}}),
+        profile=json.dumps({"num_rows": shape[0], "features_shape": list(shape), "nnz": int(data.nnz)}),
+    )
+
+
+def _hash_ends(h: Any, arr: Any) -> None:
+    """Hash up to ``_SAMPLE_ROWS`` entries from each end of a 1-D array (a view, no copy)."""
+    import numpy as np
+
+    flat = arr.reshape(-1) if arr.ndim != 1 else arr
+    parts = [flat] if flat.shape[0] <= 2 * _SAMPLE_ROWS else [flat[:_SAMPLE_ROWS], flat[-_SAMPLE_ROWS:]]
+    for part in parts:
+        if part.dtype.hasobject:
+            h.update(repr(part.tolist()).encode())
+        else:
+            h.update(np.ascontiguousarray(part).tobytes())
+
+
+def described_dataset(
+    *,
+    kind: str,
+    name: str | None,
+    num_rows: int | None,
+    num_columns: int | None,
+    feature_names: Iterable[str] | None = None,
+    feature_types: Iterable[str] | None = None,
+    labels: Any = None,
+    source: str | None = None,
+    extra: Iterable[bytes] = (),
+) -> Dataset:
+    """A fingerprint from what a library's own data container tells (shape, names, labels).
+
+    Used where the raw data is no longer reachable without a copy (an XGBoost ``DMatrix``, a
+    constructed LightGBM ``Dataset``): the digest covers the shape, feature names and types,
+    sampled labels and ``extra`` bytes (a file's size and mtime).
+    """
+    names = [str(n) for n in feature_names] if feature_names is not None else None
+    types = [str(t) for t in feature_types] if feature_types is not None else None
+    h = hashlib.sha256()
+    h.update(json.dumps([kind, num_rows, num_columns, names, types, source]).encode())
+    for chunk in extra:
+        h.update(chunk)
+    if labels is not None:
+        import numpy as np
+
+        arr = np.asarray(labels)
+        if arr.size:
+            _hash_ends(h, arr)
+    digest = h.hexdigest()[:16]
+    schema: dict[str, Any] = {"num_columns": num_columns}
+    if names is not None:
+        schema["features"] = [
+            {"name": n, "type": t} for n, t in zip(names, types or [None] * len(names), strict=False)
+        ]
+    return Dataset(
+        name=name or f"dataset-{digest[:8]}",
+        digest=digest,
+        source_type=kind,
+        source=json.dumps({"source": source or "in-memory"}),
+        schema=json.dumps(schema),
+        profile=json.dumps({"num_rows": num_rows, "num_columns": num_columns}),
+    )
+
+
+def file_stamp(path: Any) -> bytes:
+    """Size and modification time of a data file, for a digest that changes with the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b""
+    return f"{st.st_size}:{st.st_mtime_ns}".encode()
+
+
+# ---------------------------------------------------------------------- importances
+def importance_scalar(value: Any) -> float:
+    """One number per feature for the chart: the value, or the sum of magnitudes of a vector."""
+    if isinstance(value, (list, tuple)):
+        return float(sum(abs(finite_or_nan(v)) for v in value))
+    return finite_or_nan(value)
+
+
+def importance_svg(scores: Mapping[str, Any], title: str, *, max_features: int = CHART_MAX_FEATURES) -> str:
+    """A horizontal bar chart of feature importances as an SVG document (largest first)."""
+    ranked = sorted(
+        ((str(k), importance_scalar(v)) for k, v in scores.items()),
+        key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -math.inf), kv[0]),
+    )
+    hidden = max(0, len(ranked) - max_features)
+    ranked = ranked[:max_features]
+    top = max((v for _, v in ranked if math.isfinite(v)), default=0.0) or 1.0
+    label_w = min(260, 12 + 7 * max((len(k) for k, _ in ranked), default=4))
+    bar_w, row_h, head = 360, 18, 34
+    width = label_w + bar_w + 90
+    height = head + row_h * max(1, len(ranked)) + (22 if hidden else 8)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2:.0f}" y="20" text-anchor="middle" font-size="14" '
+        f'font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, (feature, value) in enumerate(ranked):
+        y = head + i * row_h
+        length = bar_w * value / top if math.isfinite(value) and value > 0 else 0.0
+        label = feature if len(feature) <= 36 else feature[:33] + "..."
+        out.append(
+            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="#4878d0"/>'
+            f'<text x="{label_w + length + 4:.1f}" y="{y + 13}">{_fmt(value)}</text>'
+        )
+    if hidden:
+        out.append(
+            f'<text x="{label_w}" y="{height - 8}" fill="#666">and {hidden} more '
+            "(see the JSON file)</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
+def log_importances(run: Any, importances: Mapping[str, Mapping[str, Any]], *, plots: bool = True) -> None:
+    """Write ``feature_importance_<type>.json`` (and ``.svg``) for each importance type."""
+    for kind, scores in importances.items():
+        if not scores:
+            continue
+        run.log_dict(dict(scores), f"feature_importance_{kind}.json")
+        if plots:
+            run.log_text(importance_svg(scores, f"Feature importance ({kind})"), f"feature_importance_{kind}.svg")
+
+
+# ---------------------------------------------------------------------- models
+def log_model_files(run: Any, artifact_path: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> None:
+    """Write a model's files and its ``mltrail_model.json`` under ``artifact_path``."""
+    for name, data in files.items():
+        run.log_bytes(data, f"{artifact_path}/{name}")
+    run.log_dict(dict(meta), f"{artifact_path}/{MODEL_META_FILE}")
+
+
+def saved_with(save: Callable[[str], Any], filename: str) -> bytes:
+    """The bytes ``save(path)`` writes to a file named ``filename`` (in a private temp dir)."""
+    with tempfile.TemporaryDirectory(prefix="mltrail-model-") as tmp:
+        path = os.path.join(tmp, filename)
+        save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def fetch_model(run_id: str, artifact_path: str, flavor: str) -> tuple[str, dict[str, Any]]:
+    """Download a logged model: ``(local directory, its mltrail_model.json)``."""
+    from mltrail.core.client import Client
+    from mltrail.core.errors import InvalidValueError, NotFoundError
+
+    local = Client().download_artifacts(run_id, artifact_path)
+    meta_path = os.path.join(local, MODEL_META_FILE)
+    if not os.path.isfile(meta_path):
+        msg = f"run {run_id} has no model at {artifact_path!r} (no {MODEL_META_FILE} there)"
+        raise NotFoundError(msg)
+    with open(meta_path, encoding="utf-8") as fh:
+        meta: dict[str, Any] = json.load(fh)
+    if meta.get("flavor") != flavor:
+        msg = (
+            f"the model at {artifact_path!r} of run {run_id} was logged by the "
+            f"{meta.get('flavor')!r} integration, not {flavor!r}; load it with "
+            f"mltrail.{meta.get('flavor')}.load_model"
+        )
+        raise InvalidValueError(msg)
+    return local, meta
+
+
+# ---------------------------------------------------------------------- a run by id
+class ClientRun:
+    """Log into a run given by id (a callback used with ``run_id=``), through :class:`Client`.
+
+    Offers the methods of :class:`mltrail.autolog.RunHandle` that the boosting callbacks use.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        from mltrail.core.client import Client
+
+        self.run_id = run_id
+        self._client = Client()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mltrail.core.entities import Param
+
+        if params:
+            self._client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mltrail.core.client import _now_ms
+        from mltrail.core.entities import Metric
+
+        if metrics:
+            ts = _now_ms()
+            self._client.log_batch(
+                self.run_id, metrics=[Metric(k, v, ts, step or 0) for k, v in metrics.items()]
+            )
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self._client.set_tag(self.run_id, key, value)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        self._client.log_bytes(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, dictionary: Any, artifact_file: str) -> None:
+        self._client.log_dict(self.run_id, dictionary, artifact_file)
+
+    def log_input(self, dataset: Any, context: str | None = None) -> None:
+        self._client.log_inputs(self.run_id, [dataset], context)
+
+
+def resolve_run(run_id: str | None, integration: str) -> tuple[Any, Any]:
+    """Where a callback used by hand logs: ``(sink, run it started or None)``.
+
+    ``run_id`` given: that run, by id. Else the active run; else a new run, which the caller
+    ends when training ends. Under distributed training only global rank zero logs.
+    """
+    from mltrail.autolog.runs import NO_RUN, RunHandle, _global_rank
+    from mltrail.core import fluent
+
+    if _global_rank() != 0:
+        return NO_RUN, None
+    if run_id is not None:
+        return ClientRun(run_id), None
+    active = fluent.active_run()
+    if active is not None:
+        return RunHandle(active, integration, owned=False), None
+    started = fluent.start_run()
+    return RunHandle(started, integration, owned=True), started
+
+
+def end_started(run: Any) -> None:
+    """End a run a callback started (FINISHED), unless someone ended it already."""
+    if run is not None and not run._ended:
+        run.__exit__(None, None, None)

@@ -1,0 +1,561 @@
+"""LightGBM: a training callback, and autolog of ``lightgbm.train`` and the scikit-learn API.
+
+What is captured for each training:
+
+* params: those passed (``params`` of ``lightgbm.train``; ``get_params()`` of an estimator),
+  ``num_boost_round``, and every default the booster settled on, read from the parameters
+  block of the model text (``num_leaves=31``, ``learning_rate=0.1``, ``bagging_fraction=1``...);
+* metrics: ``<valid set>-<metric>`` (``valid_0-binary_logloss``, ``valid-ndcg_at_5``) for every
+  validation set and metric at ``step=iteration``, logged as training runs; under early
+  stopping ``best_iteration`` (LightGBM's count: 1 is the first iteration), ``best_score``
+  (the first metric on the first validation set, the one early stopping watches first) and
+  ``stopped_iteration`` (0-based, the step of the last metrics);
+* artifacts: ``feature_importance_split.json`` / ``feature_importance_gain.json`` and SVG bar
+  charts; the model under ``model/``: ``model.txt`` (LightGBM's text format) and, for an
+  estimator, ``model.pkl``; :func:`load_model` loads back what was trained;
+* inputs: fingerprints of the training data and validation sets (numpy, pandas,
+  scipy.sparse; a file's path, size and mtime; a constructed ``Dataset``'s shape, feature
+  names and labels).
+
+Where it hooks in: ``lightgbm.train`` (patched as ``lightgbm.train`` and
+``lightgbm.engine.train``) and ``LGBMModel.fit`` with every subclass that defines its own
+``fit`` (``LGBMClassifier``, ``LGBMRegressor``, ``LGBMRanker``, user subclasses): the pre step
+adds an :class:`MLTrailCallback` to ``callbacks``, which logs each iteration as it happens;
+the post step logs the rest once, after training. A user who passes an
+:class:`MLTrailCallback` gets that callback's logging and autolog stays out of the call.
+
+Tested versions: LightGBM 4.0 through 4.x (``mltrail.autolog.registry``).
+
+Example:
+    >>> import mltrail, lightgbm as lgb
+    >>> mltrail.autolog()
+    >>> lgb.LGBMClassifier(n_estimators=200).fit(X, y, eval_set=[(X_val, y_val)],
+    ...                                         callbacks=[lgb.early_stopping(10)])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mltrail.autolog import NO_RUN, AutologConfig, Call, Patch, enable, safely
+from mltrail.core.errors import InvalidValueError
+from mltrail.integrations import _boosting as b
+
+if TYPE_CHECKING:
+    from mltrail.core.entities import Dataset
+
+NAME = "lightgbm"
+IMPORTANCE_TYPES: tuple[str, ...] = ("split", "gain")
+MODEL_ARTIFACT_PATH = "model"
+
+_log = logging.getLogger("mltrail.integrations.lightgbm")
+
+
+@dataclass(frozen=True)
+class Config(AutologConfig):
+    """LightGBM's options on top of the common ones.
+
+    Attributes:
+        importance_types: ``"split"`` and/or ``"gain"``; empty for none.
+        log_importance_plots: also write each importance type as an SVG bar chart.
+    """
+
+    importance_types: tuple[str, ...] = IMPORTANCE_TYPES
+    log_importance_plots: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "importance_types", _check_importance_types(self.importance_types))
+
+
+def _check_importance_types(types: Iterable[str]) -> tuple[str, ...]:
+    found = (types,) if isinstance(types, str) else tuple(types)
+    unknown = [t for t in found if t not in IMPORTANCE_TYPES]
+    if unknown:
+        msg = f"importance_types {unknown} are not LightGBM importance types; choose from {list(IMPORTANCE_TYPES)}"
+        raise InvalidValueError(msg)
+    return found
+
+
+@dataclass(frozen=True)
+class _Options:
+    log_models: bool = True
+    importance_types: tuple[str, ...] = IMPORTANCE_TYPES
+    log_importance_plots: bool = True
+    log_every_n_steps: int = 1
+
+
+def _options(config: AutologConfig) -> _Options:
+    return _Options(
+        log_models=config.log_models,
+        importance_types=getattr(config, "importance_types", IMPORTANCE_TYPES),
+        log_importance_plots=getattr(config, "log_importance_plots", True),
+        log_every_n_steps=config.log_every_n_steps or 1,
+    )
+
+
+# ---------------------------------------------------------------------- pure helpers
+def model_params(model_text: str) -> dict[str, str]:
+    """Every param in the ``parameters:`` block of a LightGBM model text (empty ones left out)."""
+    start = model_text.find("\nparameters:\n")
+    if start < 0:
+        return {}
+    end = model_text.find("\nend of parameters", start)
+    block = model_text[start + 13 : end if end >= 0 else len(model_text)]
+    out: dict[str, str] = {}
+    for line in block.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            key, sep, value = line[1:-1].partition(": ")
+            if sep and value:
+                out[key] = value
+    return out
+
+
+def iteration_metrics(results: Iterable[Any], keys: b.MetricKeys) -> dict[str, float]:
+    """``env.evaluation_result_list`` as ``{key: value}``; ``lightgbm.cv``'s stdv as ``<key>-std``."""
+    out: dict[str, float] = {}
+    for item in results:
+        key = keys(item[0], item[1])
+        out[key] = float(item[2])
+        if len(item) > 4 and item[4] is not None:
+            out[key + "-std"] = float(item[4])
+    return out
+
+
+def training_summary(booster: Any) -> dict[str, float]:
+    """``best_iteration``, ``best_score`` and ``stopped_iteration`` where early stopping set them."""
+    best = int(getattr(booster, "best_iteration", 0) or 0)
+    if best <= 0:
+        return {}
+    out = {"best_iteration": float(best), "stopped_iteration": float(booster.current_iteration() - 1)}
+    train_name = getattr(booster, "_train_data_name", "training")
+    for data_name, per_metric in (getattr(booster, "best_score", None) or {}).items():
+        if data_name != train_name and per_metric:
+            out["best_score"] = b.finite_or_nan(next(iter(per_metric.values())))
+            break
+    return out
+
+
+def importances(booster: Any, types: Iterable[str]) -> dict[str, dict[str, float]]:
+    """``{importance type: {feature: score}}`` from ``Booster.feature_importance``."""
+    names = [str(n) for n in booster.feature_name()]
+    out: dict[str, dict[str, float]] = {}
+    for kind in types:
+        values = booster.feature_importance(importance_type=kind)
+        out[kind] = {n: float(v) for n, v in zip(names, values, strict=False)}
+    return out
+
+
+def dataset_fingerprint(dataset: Any, name: str | None = None) -> Dataset | None:
+    """A fingerprint of a ``lightgbm.Dataset``: of its raw data if still held, else its shape."""
+    data = getattr(dataset, "data", None)
+    label = getattr(dataset, "label", None)
+    if isinstance(data, (str, os.PathLike)):
+        return b.described_dataset(
+            kind="lightgbm.Dataset", name=name, num_rows=None, num_columns=None,
+            source=os.fspath(data), extra=[b.file_stamp(data)],
+        )
+    found = b.fingerprint(data, label, name=name) if data is not None else None
+    if found is not None:
+        return found
+    try:
+        return b.described_dataset(
+            kind="lightgbm.Dataset",
+            name=name,
+            num_rows=int(dataset.num_data()),
+            num_columns=int(dataset.num_feature()),
+            feature_names=dataset.get_feature_name(),
+            labels=dataset.get_label(),
+        )
+    except Exception:  # noqa: BLE001 - LightGBMError: neither raw data nor a constructed Dataset
+        _log.debug("no fingerprint for this lightgbm.Dataset", exc_info=True)
+        return None
+
+
+# ---------------------------------------------------------------------- logging a trained model
+def _finish(
+    run: Any, booster: Any, opts: _Options, *, skip_params: Iterable[str] = (), estimator: Any = None
+) -> None:
+    """Log what a finished training left: default params, summary, importances, the model."""
+    # The full text when the model is saved anyway; else one iteration's, for its params block.
+    text = booster.model_to_string() if opts.log_models else booster.model_to_string(num_iteration=1)
+    b.log_params_tolerant(run, b.loggable_params(model_params(text), skip=skip_params))
+    summary = training_summary(booster)
+    if summary:
+        run.log_metrics(summary)
+    if opts.importance_types:
+        b.log_importances(run, importances(booster, opts.importance_types), plots=opts.log_importance_plots)
+    if opts.log_models:
+        _log_model(run, booster, text, estimator)
+
+
+def _log_model(run: Any, booster: Any, text: str, estimator: Any) -> None:
+    import lightgbm
+
+    files = {"model.txt": text.encode("utf-8")}
+    model_class = "lightgbm.basic.Booster"
+    model_file = "model.txt"
+    if estimator is not None:
+        # An estimator comes back through pickle (its classes, params and the booster);
+        # model.txt stays as the portable copy any LightGBM can read.
+        files["model.pkl"] = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        cls = type(estimator)
+        model_class = f"{cls.__module__}.{cls.__qualname__}"
+        model_file = "model.pkl"
+    meta = {
+        "flavor": NAME,
+        "model_class": model_class,
+        "model_file": model_file,
+        "booster_file": "model.txt",
+        "lightgbm_version": lightgbm.__version__,
+        "num_trees": int(booster.num_trees()),
+        "best_iteration": int(getattr(booster, "best_iteration", 0) or 0),
+    }
+    b.log_model_files(run, MODEL_ARTIFACT_PATH, files, meta)
+
+
+def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:
+    """Load the model a run logged: a ``lightgbm.Booster``, or the estimator that was fitted.
+
+    An estimator is unpickled: load only runs you trust, as with any pickle. The booster alone
+    is always in ``model.txt`` (``lightgbm.Booster(model_file=...)``).
+
+    Example:
+        >>> clf = mltrail.lightgbm.load_model(run.info.run_id)   # an LGBMClassifier
+        >>> clf.predict(X_test)
+    """
+    import lightgbm
+
+    local, meta = b.fetch_model(run_id, artifact_path, NAME)
+    model_file = os.path.basename(str(meta.get("model_file", "model.txt")))
+    path = os.path.join(local, model_file)
+    if model_file.endswith(".pkl"):
+        with open(path, "rb") as fh:
+            return pickle.load(fh)  # noqa: S301 - the user's own run; documented above
+    return lightgbm.Booster(model_file=path)
+
+
+# ---------------------------------------------------------------------- the callback
+class MLTrailCallback:
+    """Log a LightGBM training into an mltrail run: params and each iteration's metrics.
+
+    Pass it in ``callbacks`` of ``lightgbm.train`` or of an estimator's ``fit``. It logs into
+    the run given by ``run_id``, else the active run, else a run it starts. On the first
+    iteration it logs the training params; on every iteration each validation set's metrics
+    at ``step=iteration``. LightGBM tells a callback nothing when training ends (early stopping
+    ends it with an exception raised past the callbacks), so call :meth:`finish` with the
+    trained booster to log the defaults, ``best_iteration``, importances and the model, and to
+    end a run the callback started. ``mltrail.autolog()`` does all of this without a callback.
+
+    Args:
+        run_id: the run to log into (default: the active run, or a new one).
+        log_models: :meth:`finish` saves the model (``model/``), loadable with :func:`load_model`.
+        importance_types: ``"split"`` and/or ``"gain"``.
+        log_importance_plots: also write SVG bar charts of the importances.
+        log_every_n_steps: log the evaluation every n iterations.
+
+    Example:
+        >>> from mltrail.integrations.lightgbm import MLTrailCallback
+        >>> cb = MLTrailCallback()
+        >>> booster = lgb.train(params, dtrain, 100, valid_sets=[dvalid], callbacks=[cb])
+        >>> cb.finish(booster)
+    """
+
+    before_iteration = False  # LightGBM calls it after each iteration's evaluation
+
+    def __init__(
+        self,
+        run_id: str | None = None,
+        *,
+        log_models: bool = True,
+        importance_types: Iterable[str] = IMPORTANCE_TYPES,
+        log_importance_plots: bool = True,
+        log_every_n_steps: int = 1,
+    ) -> None:
+        if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
+            msg = f"log_every_n_steps must be a positive int, got {log_every_n_steps!r}"
+            raise InvalidValueError(msg)
+        self.run_id = run_id
+        self.options = _Options(
+            log_models=bool(log_models),
+            importance_types=_check_importance_types(importance_types),
+            log_importance_plots=bool(log_importance_plots),
+            log_every_n_steps=log_every_n_steps,
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self._run: Any = NO_RUN
+        self._started: Any = None
+        self._logged: set[str] = set()
+        self._keys = b.MetricKeys()
+
+    # Only the options travel through copy and pickle (an estimator's clone, a worker).
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def __call__(self, env: Any) -> None:
+        if env.iteration == env.begin_iteration:
+            safely(NAME, "before_training", self._open, env)
+        results = env.evaluation_result_list
+        if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
+            safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
+
+    def _open(self, env: Any) -> None:
+        b.end_started(self._started)  # a run left open by an earlier training without finish()
+        self._reset()
+        self._run, self._started = b.resolve_run(self.run_id, NAME)
+        params = b.loggable_params(env.params)
+        b.log_params_tolerant(self._run, params)
+        self._logged = set(params)
+
+    def _log_iteration(self, iteration: int, results: Any) -> None:
+        self._run.log_metrics(iteration_metrics(results, self._keys), step=iteration)
+
+    def finish(self, booster: Any) -> None:
+        """Log the trained ``booster`` (defaults, summary, importances, model); end our run."""
+        safely(NAME, "after_training", self._close, booster)
+
+    def _close(self, booster: Any) -> None:
+        try:
+            if self._run:
+                _finish(self._run, booster, self.options, skip_params=self._logged)
+        finally:
+            b.end_started(self._started)
+            self._started = None
+            self._run = NO_RUN
+
+
+class _AutologCallback(MLTrailCallback):
+    """The callback autolog adds: iterations into the call's run; the post step does the rest."""
+
+    def __init__(self, run: Any, opts: _Options) -> None:
+        self.run_id = None
+        self.options = opts
+        self._reset()
+        self._run = run
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": None, "options": self.options}
+
+    def __call__(self, env: Any) -> None:
+        results = env.evaluation_result_list
+        if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
+            safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
+
+
+def _has_our_callback(callbacks: Any) -> bool:
+    return any(isinstance(cb, MLTrailCallback) for cb in (callbacks or ()))
+
+
+# ---------------------------------------------------------------------- lightgbm.train
+def _train_function() -> Any:
+    import lightgbm.engine
+
+    return lightgbm.engine.train
+
+
+def _when_train(call: Call) -> bool:
+    return not _has_our_callback(b.argument(_train_function(), call.args, call.kwargs, "callbacks"))
+
+
+def train_call_params(train: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of one ``lightgbm.train`` call: ``params`` plus ``num_boost_round``."""
+    params = dict(b.argument(train, args, kwargs, "params") or {})
+    params.setdefault("num_boost_round", b.argument(train, args, kwargs, "num_boost_round", 100))
+    feval = b.argument(train, args, kwargs, "feval")
+    if feval is not None:
+        params["feval"] = feval
+    return params
+
+
+def _pre_train(call: Call) -> None:
+    run = call.run
+    if not run:
+        return
+    train = _train_function()
+    params = b.loggable_params(train_call_params(train, call.args, call.kwargs))
+    b.log_params_tolerant(run, params)
+    call.state["logged"] = set(params)
+    if call.config.log_datasets:
+        _log_datasets(
+            run,
+            b.argument(train, call.args, call.kwargs, "train_set"),
+            b.argument(train, call.args, call.kwargs, "valid_sets"),
+            b.argument(train, call.args, call.kwargs, "valid_names"),
+        )
+    callbacks = b.argument(train, call.args, call.kwargs, "callbacks")
+    callback = _AutologCallback(run, _options(call.config))
+    call.args, call.kwargs = b.set_argument(
+        train, call.args, call.kwargs, "callbacks", [*(callbacks or ()), callback]
+    )
+
+
+def _log_datasets(run: Any, train_set: Any, valid_sets: Any, valid_names: Any) -> None:
+    if train_set is None:
+        return
+    if not isinstance(valid_sets, (list, tuple)):
+        valid_sets = [valid_sets] if valid_sets is not None else []
+    if isinstance(valid_names, str):
+        valid_names = [valid_names]
+    names = list(valid_names or [])
+    train_name = None
+    for i, ds in enumerate(valid_sets):
+        if ds is train_set and i < len(names):
+            train_name = names[i]
+    found = dataset_fingerprint(train_set, train_name)
+    if found is not None:
+        run.log_input(found, context="training")
+    for i, ds in enumerate(valid_sets):
+        if ds is train_set:
+            continue
+        found = dataset_fingerprint(ds, names[i] if i < len(names) else f"valid_{i}")
+        if found is not None:
+            run.log_input(found, context="evaluation")
+
+
+def _post_train(call: Call, booster: Any) -> None:
+    if call.run:
+        _finish(call.run, booster, _options(call.config), skip_params=call.state.get("logged", ()))
+
+
+# ---------------------------------------------------------------------- the scikit-learn API
+def _include_estimator(cls: type) -> bool:
+    return not cls.__module__.startswith("lightgbm.dask")  # Dask estimators train on workers
+
+
+def _fit_function(call: Call) -> Any:
+    return type(call.instance).fit
+
+
+def _when_fit(call: Call) -> bool:
+    fit = _fit_function(call)
+    return not _has_our_callback(b.argument(fit, (call.instance, *call.args), call.kwargs, "callbacks"))
+
+
+def estimator_params(estimator: Any) -> dict[str, str]:
+    """An estimator's params as strings (unset ones left out; the booster fills them in)."""
+    return b.loggable_params(estimator.get_params(deep=False))
+
+
+def _pre_fit(call: Call) -> None:
+    run = call.run
+    if not run:
+        return
+    est = call.instance
+    cls = type(est)
+    run.set_tags({"estimator_name": cls.__name__, "estimator_class": f"{cls.__module__}.{cls.__qualname__}"})
+    params = estimator_params(est)
+    b.log_params_tolerant(run, params)
+    call.state["logged"] = set(params)
+    fit = _fit_function(call)
+    full_args = (est, *call.args)
+    if call.config.log_datasets:
+        X = b.argument(fit, full_args, call.kwargs, "X")
+        train = b.fingerprint(X, b.argument(fit, full_args, call.kwargs, "y"))
+        if train is not None:
+            run.log_input(train, context="training")
+        names = b.argument(fit, full_args, call.kwargs, "eval_names") or []
+        for i, (eval_X, eval_y) in enumerate(eval_pairs(fit, full_args, call.kwargs)):
+            if eval_X is X:
+                continue
+            found = b.fingerprint(eval_X, eval_y, name=names[i] if i < len(names) else f"valid_{i}")
+            if found is not None:
+                run.log_input(found, context="evaluation")
+    callbacks = b.argument(fit, full_args, call.kwargs, "callbacks")
+    callback = _AutologCallback(run, _options(call.config))
+    new_args, call.kwargs = b.set_argument(fit, full_args, call.kwargs, "callbacks", [*(callbacks or ()), callback])
+    call.args = new_args[1:]
+
+
+def eval_pairs(fit: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """The ``(X, y)`` validation pairs of a ``fit`` call: ``eval_set``, or ``eval_X``/``eval_y``."""
+    eval_set = b.argument(fit, args, kwargs, "eval_set")
+    if eval_set is not None:
+        pairs = [eval_set] if isinstance(eval_set, tuple) else list(eval_set)
+        return [(p[0], p[1]) for p in pairs if isinstance(p, (tuple, list)) and len(p) >= 2]
+    eval_X, eval_y = kwargs.get("eval_X"), kwargs.get("eval_y")
+    if eval_X is None or eval_y is None:
+        return []
+    if isinstance(eval_X, tuple):
+        return list(zip(eval_X, eval_y if isinstance(eval_y, tuple) else (eval_y,), strict=False))
+    return [(eval_X, eval_y)]
+
+
+def _post_fit(call: Call, result: Any) -> None:
+    run = call.run
+    if run:
+        est = call.instance
+        _finish(run, est.booster_, _options(call.config), skip_params=call.state.get("logged", ()), estimator=est)
+
+
+# ---------------------------------------------------------------------- the patches
+PATCHES = (
+    Patch(owner="lightgbm", path="train", pre=_pre_train, post=_post_train, when=_when_train, child="if_used"),
+    Patch(
+        owner="lightgbm.engine", path="train", pre=_pre_train, post=_post_train, when=_when_train,
+        child="if_used",
+    ),
+    Patch(
+        owner="lightgbm.sklearn", path="LGBMModel.fit", pre=_pre_fit, post=_post_fit, when=_when_fit,
+        child="if_used", subclasses=True, include=_include_estimator,
+    ),
+)
+
+
+def autolog(
+    *,
+    disable: bool = False,
+    exclusive: bool = False,
+    silent: bool = False,
+    log_models: bool = True,
+    log_datasets: bool = True,
+    log_every_n_steps: int | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    disable_for_unsupported_versions: bool = False,
+    importance_types: Iterable[str] = IMPORTANCE_TYPES,
+    log_importance_plots: bool = True,
+) -> None:
+    """Autolog ``lightgbm.train`` and the scikit-learn API (``LGBMClassifier`` and friends).
+
+    Args:
+        disable: stop, and restore LightGBM's functions and methods.
+        exclusive: log only into runs autolog starts, never into the user's active run.
+        silent: no warnings from this integration.
+        log_models: save each trained model under ``model/``.
+        log_datasets: record the training data's and validation sets' fingerprints.
+        log_every_n_steps: log the evaluation every n iterations (default: every iteration).
+        extra_tags: tags set on every run autolog starts.
+        disable_for_unsupported_versions: leave an untested LightGBM version unpatched.
+        importance_types: ``"split"`` and/or ``"gain"``.
+        log_importance_plots: write SVG bar charts next to the importance JSON files.
+
+    Example:
+        >>> import mltrail.integrations.lightgbm as mll
+        >>> mll.autolog(importance_types=["gain"])
+        >>> lgb.train(params, dtrain, 200, valid_sets=[dvalid])
+    """
+    enable(
+        NAME,
+        Config(
+            disable=disable,
+            exclusive=exclusive,
+            silent=silent,
+            log_models=log_models,
+            log_datasets=log_datasets,
+            log_every_n_steps=log_every_n_steps,
+            extra_tags=extra_tags if extra_tags is not None else {},
+            disable_for_unsupported_versions=disable_for_unsupported_versions,
+            importance_types=tuple(importance_types),
+            log_importance_plots=log_importance_plots,
+        ),
+    )

@@ -1,0 +1,1125 @@
+"""scikit-learn: every ``fit`` recorded, searches as parent and child runs, nothing logged twice.
+
+What is captured for each outermost ``fit`` (or ``fit_transform`` / ``fit_predict``):
+
+* params: ``get_params(deep=True)`` — a meta-estimator's steps included (``clf__C``); a value
+  longer than 500 characters is cut, and every cut value is kept whole in ``params_full.json``;
+* tags ``estimator_name`` (``LogisticRegression``) and ``estimator_class``
+  (``sklearn.linear_model._logistic.LogisticRegression``); metric ``fit_duration_s``;
+* training metrics on the data the model was fitted on, honouring ``sample_weight``:
+  classifiers ``training_accuracy_score``, weighted ``training_precision_score`` /
+  ``training_recall_score`` / ``training_f1_score``, ``training_log_loss`` and
+  ``training_roc_auc`` when probabilities exist, ``training_score``; regressors
+  ``training_mean_squared_error``, ``training_root_mean_squared_error``,
+  ``training_mean_absolute_error``, ``training_r2_score``, ``training_score``; clusterers
+  ``training_inertia`` and ``training_silhouette_score`` (on a 500-row sample);
+* for classifiers, ``training_confusion_matrix.png``, ``training_roc_curve.png`` and
+  ``training_precision_recall_curve.png`` (when matplotlib is installed);
+* the fitted model under ``model/`` (cloudpickle), loaded back by :func:`load_model`;
+* the fingerprint of ``X``/``y`` as a run input (context ``training``), named after the variable
+  the caller passed (``X_train``) — a digest of sampled rows, never a copy of the data.
+
+Searches (``GridSearchCV``, ``RandomizedSearchCV``, the halving searches): the search's run is
+the parent, with its params, ``best_<param>`` params, ``best_cv_score``, the refit model and
+training metrics, and ``cv_results.csv``; the best ``max_tuning_runs`` candidates (default 5,
+``None`` for all) become child runs with their params and mean/std test scores. The fits inside
+a search, a ``Pipeline``, a ``ColumnTransformer`` or any meta-estimator are part of the outer
+fit and are not recorded on their own. ``cross_validate`` / ``cross_val_score``: one run with
+each fold's scores (``test_score`` at ``step=fold``) and their ``mean_``/``std_``.
+
+Post-training metrics: after an autologged fit, ``model.score(X_test, y_test)`` and
+``sklearn.metrics`` functions called on that model's predictions are logged to the model's run
+as ``<metric>_<dataset variable>`` (``accuracy_score_X_test``,
+``LogisticRegression_score_X_test``) — also after the run has ended.
+
+A second fit inside the same user run goes into a child run of it. Data-preparation estimators
+fitted on their own (scalers, encoders, imputers, univariate feature selection) are left out
+unless ``log_preprocessing=True``; inside a Pipeline their params are part of its run. XGBoost
+and LightGBM estimators are left to their own integrations when those are on.
+
+Where it hooks in: ``fit``, ``fit_transform``, ``fit_predict``, ``predict``, ``predict_proba``,
+``predict_log_proba``, ``decision_function`` and ``score`` of every class derived from
+``BaseEstimator`` that defines one (classes defined after ``autolog()`` included) and of
+scikit-learn's mixins that define them; ``cross_validate`` and ``cross_val_score``; the metric
+functions of ``sklearn.metrics``. Functions bound by ``from sklearn.metrics import f1_score``
+*before* ``autolog()`` keep the original and are not seen.
+
+What costs time runs off the caller's thread: files, plots and store writes go to a background
+thread (:func:`flush` waits for it; interpreter exit does too). The caller's thread pays for
+``predict``/``predict_proba`` on the training data, a few numpy passes, pickling the model and
+hashing sampled rows.
+
+Tested versions: scikit-learn 1.4 through 1.9 (``mltrail.autolog.registry``).
+
+Example:
+    >>> import mltrail
+    >>> mltrail.autolog()
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> model = LogisticRegression().fit(X_train, y_train)
+    >>> accuracy_score(y_test, model.predict(X_test))   # logged as accuracy_score_X_test
+    >>> mltrail.sklearn.load_model(mltrail.last_active_run().info.run_id).predict(X_test)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import pickle
+import sys
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mltrail.autolog import AutologConfig, Call, Patch, enable, safely
+from mltrail.autolog import _safety
+from mltrail.core.errors import InvalidValueError
+from mltrail.integrations.sklearn import _worker
+
+NAME = "sklearn"
+MODEL_ARTIFACT_PATH = "model"
+MODEL_META_FILE = "mltrail_model.json"
+PARAM_VALUE_LIMIT = 500
+SERIALIZATION_FORMATS = ("cloudpickle", "pickle")
+
+_log = logging.getLogger("mltrail.integrations.sklearn")
+
+
+@dataclass(frozen=True)
+class Config(AutologConfig):
+    """scikit-learn's options on top of the common ones.
+
+    Attributes:
+        max_tuning_runs: child runs for the best candidates of a search (None: every one).
+        log_post_training_metrics: log metrics computed on an autologged model's predictions.
+        log_training_metrics: compute metrics on the training data after each fit.
+        log_plots: draw the confusion matrix and ROC / precision-recall curves (matplotlib).
+        log_preprocessing: also record standalone fits of data-preparation estimators.
+        serialization_format: ``"cloudpickle"`` (default) or ``"pickle"``.
+    """
+
+    max_tuning_runs: int | None = 5
+    log_post_training_metrics: bool = True
+    log_training_metrics: bool = True
+    log_plots: bool = True
+    log_preprocessing: bool = False
+    serialization_format: str = "cloudpickle"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.max_tuning_runs
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            msg = f"autolog option max_tuning_runs must be a non-negative int or None, got {n!r}"
+            raise InvalidValueError(msg)
+        for name in ("log_post_training_metrics", "log_training_metrics", "log_plots", "log_preprocessing"):
+            if not isinstance(getattr(self, name), bool):
+                msg = f"autolog option {name} must be True or False, got {getattr(self, name)!r}"
+                raise InvalidValueError(msg)
+        if self.serialization_format not in SERIALIZATION_FORMATS:
+            msg = (
+                f"autolog option serialization_format must be one of {SERIALIZATION_FORMATS}, "
+                f"got {self.serialization_format!r}"
+            )
+            raise InvalidValueError(msg)
+
+
+def _config(call: Call) -> Config:
+    config = call.config
+    return config if isinstance(config, Config) else Config()
+
+
+# ---------------------------------------------------------------------- pure helpers
+def estimator_params(estimator: Any, limit: int = PARAM_VALUE_LIMIT) -> tuple[dict[str, str], dict[str, str]]:
+    """``(params, cut)``: ``get_params(deep=True)`` as text, and the full text of values cut.
+
+    A value longer than ``limit`` characters is logged as its first ``limit - 3`` characters and
+    ``...``; ``cut`` maps those keys to their whole text. Keys that cannot be param keys are left
+    out (logged at DEBUG).
+    """
+    from mltrail.core.errors import InvalidInputError
+    from mltrail.core.validation import stringify, validate_key
+
+    try:
+        raw = estimator.get_params(deep=True)
+    except Exception:  # noqa: BLE001 - a third-party get_params may fail on deep=True
+        raw = estimator.get_params(deep=False)
+    params: dict[str, str] = {}
+    cut: dict[str, str] = {}
+    for key, value in raw.items():
+        try:
+            validate_key(key, "param")
+        except InvalidInputError:
+            _log.debug("sklearn: param %r is not a valid key; not logged", key)
+            continue
+        text = stringify(value)
+        if len(text) > limit:
+            cut[key] = text
+            text = text[: limit - 3] + "..."
+        params[key] = text
+    return params, cut
+
+
+def estimator_tags(estimator: Any) -> dict[str, str]:
+    """``estimator_name`` and ``estimator_class`` (module and qualified name)."""
+    cls = type(estimator)
+    return {"estimator_name": cls.__name__, "estimator_class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def estimator_kind(estimator: Any) -> str | None:
+    """``"classifier"``, ``"regressor"``, ``"clusterer"``, ``"outlier_detector"`` or None."""
+    from sklearn import base
+
+    try:
+        tags = base.get_tags(estimator) if hasattr(base, "get_tags") else None
+    except Exception:  # noqa: BLE001 - a third-party estimator with broken tags
+        tags = None
+    if tags is not None and getattr(tags, "estimator_type", None):
+        return str(tags.estimator_type)
+    kind = getattr(estimator, "_estimator_type", None)
+    return kind if isinstance(kind, str) else None
+
+
+def fit_arguments(
+    instance: Any, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> tuple[Any, Any, Any]:
+    """``(X, y, sample_weight)`` of a call of ``instance.<method>(*args, **kwargs)``."""
+    func = getattr(type(instance), method, None)
+    sig = _signature(func)
+    if sig is not None:
+        try:
+            bound = sig.bind_partial(instance, *args, **kwargs).arguments
+        except TypeError:
+            bound = None
+        if bound is not None:
+            names = [n for n in sig.parameters if n != "self"][:2]
+            X = bound.get(names[0]) if names else None
+            y = bound.get(names[1]) if len(names) > 1 else None
+            weight = bound.get("sample_weight")
+            extra = {k: v for k, v in bound.items() if k not in sig.parameters}
+            var_kw = next(
+                (n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None
+            )
+            if weight is None and var_kw is not None:
+                weight = (bound.get(var_kw) or {}).get("sample_weight")
+            del extra
+            return X, y, weight
+    X = args[0] if args else kwargs.get("X")
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    return X, y, kwargs.get("sample_weight")
+
+
+_signatures: dict[Any, inspect.Signature | None] = {}
+
+
+def _signature(func: Any) -> inspect.Signature | None:
+    if func is None:
+        return None
+    key = getattr(func, "__wrapped__", func)
+    try:
+        return _signatures[key]
+    except (KeyError, TypeError):
+        pass
+    try:
+        sig: inspect.Signature | None = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = None
+    try:
+        _signatures[key] = sig
+    except TypeError:
+        pass
+    return sig
+
+
+def caller_variable(obj: Any) -> str | None:
+    """The name the user's code holds ``obj`` under (``X_test``), or None.
+
+    Looks at the innermost frame outside mltrail and wrapt (the user's line that made the
+    patched call): its locals first, then its globals.
+    """
+    if obj is None:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and _safety._internal(frame):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return None
+    try:
+        for scope in (frame.f_locals, frame.f_globals) if frame.f_locals is not frame.f_globals else (
+            frame.f_globals,
+        ):
+            for name, value in list(scope.items()):
+                if value is obj and not name.startswith("_"):
+                    return name
+    finally:
+        del frame
+    return None
+
+
+def dataset_of(X: Any, y: Any, name: str | None) -> Any:
+    """The fingerprint of ``X``/``y`` (numpy, pandas or scipy.sparse) or None for other inputs."""
+    from mltrail.core import datasets
+
+    module = type(X).__module__
+    if module.startswith("pandas") and hasattr(X, "columns"):
+        return datasets.from_pandas(X, name=name)
+    if module.startswith("scipy.sparse") and hasattr(X, "nnz"):
+        return _sparse_dataset(X, y, name)
+    if hasattr(X, "__array__") and hasattr(X, "shape") and hasattr(X, "dtype"):
+        targets = y
+        if y is not None and not (hasattr(y, "__array__") and hasattr(y, "shape")):
+            targets = None
+        return datasets.from_numpy(X, targets, name=name)
+    return None
+
+
+def _sparse_dataset(X: Any, y: Any, name: str | None) -> Any:
+    import hashlib
+
+    import numpy as np
+
+    from mltrail.core.datasets import _hash_array
+    from mltrail.core.entities import Dataset
+
+    csr = X if X.format in ("csr", "csc") else None
+    h = hashlib.sha256()
+    h.update(f"{X.format}{X.shape}{X.dtype}{X.nnz}".encode())
+    if csr is not None:
+        for part in (csr.data, csr.indices, csr.indptr):
+            _hash_array(h, part)
+    if y is not None and hasattr(y, "shape"):
+        _hash_array(h, np.asarray(y))
+    digest = h.hexdigest()[:16]
+    return Dataset(
+        name=name or f"dataset-{digest[:8]}",
+        digest=digest,
+        source_type="scipy.sparse",
+        source=json.dumps({"source": "in-memory"}),
+        schema=json.dumps({"features": {"dtype": str(X.dtype), "shape": [-1, X.shape[1]],
+                                        "format": X.format}}),
+        profile=json.dumps({"num_rows": X.shape[0], "features_shape": list(X.shape), "nnz": int(X.nnz)}),
+    )
+
+
+def cv_results_csv(cv_results: Mapping[str, Any]) -> str:
+    """``cv_results_`` as CSV text: one row per candidate, one column per key."""
+    import csv
+    import io
+
+    import numpy as np
+
+    keys = list(cv_results)
+    n = len(cv_results[keys[0]]) if keys else 0
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(keys)
+    columns = []
+    for key in keys:
+        column = cv_results[key]
+        mask = np.ma.getmaskarray(column) if isinstance(column, np.ma.MaskedArray) else None
+        values = column.tolist() if hasattr(column, "tolist") else list(column)
+        if mask is not None:
+            values = ["" if m else v for v, m in zip(values, mask.tolist(), strict=True)]
+        columns.append(values)
+    for i in range(n):
+        writer.writerow([_cell(col[i]) for col in columns])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, sort_keys=True)
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return str(value)
+
+
+def best_candidates(cv_results: Mapping[str, Any], limit: int | None) -> list[tuple[int, dict[str, str], dict[str, float]]]:
+    """The best ``limit`` candidates of a search: ``(index, params, metrics)``, best first.
+
+    Ranked by ``rank_test_<refit metric>`` (``rank_test_score`` for one metric); metrics are
+    each ``mean_test_*``, ``std_test_*``, ``mean_train_*``, ``std_train_*``, ``rank_test_*``,
+    ``mean_fit_time`` and ``mean_score_time`` of the candidate.
+    """
+    import numpy as np
+
+    params_list = list(cv_results.get("params", []))
+    n = len(params_list)
+    if n == 0 or limit == 0:
+        return []
+    rank_key = "rank_test_score" if "rank_test_score" in cv_results else next(
+        (k for k in cv_results if k.startswith("rank_test_")), None
+    )
+    order = list(range(n))
+    if rank_key is not None:
+        ranks = np.asarray(cv_results[rank_key], dtype=np.float64)
+        order = sorted(order, key=lambda i: (ranks[i], i))
+    if limit is not None:
+        order = order[:limit]
+    metric_keys = [
+        k for k in cv_results
+        if k.startswith(("mean_test_", "std_test_", "mean_train_", "std_train_", "rank_test_"))
+        or k in ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")
+    ]
+    out = []
+    for i in order:
+        params = {str(k): _param_text(v) for k, v in params_list[i].items()}
+        metrics = {}
+        for key in metric_keys:
+            try:
+                value = float(cv_results[key][i])
+            except (TypeError, ValueError):
+                continue
+            metrics[key] = value
+        out.append((i, params, metrics))
+    return out
+
+
+def _param_text(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+
+
+def cross_validation_metrics(result: Any, scoring_name: str = "score") -> tuple[dict[str, list[float]], dict[str, float]]:
+    """``(per_fold, summary)`` from what ``cross_validate`` / ``cross_val_score`` returned.
+
+    ``per_fold`` maps ``test_<scorer>`` (and ``train_*``, ``fit_time``, ``score_time``) to each
+    fold's value; ``summary`` holds each one's ``mean_`` and ``std_``.
+    """
+    import numpy as np
+
+    if isinstance(result, Mapping):
+        series = {k: v for k, v in result.items() if k.startswith(("test_", "train_")) or k in ("fit_time", "score_time")}
+    else:
+        series = {f"test_{scoring_name}": result}
+    per_fold: dict[str, list[float]] = {}
+    summary: dict[str, float] = {}
+    for key, values in series.items():
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if arr.ndim != 1 or arr.size == 0:
+            continue
+        per_fold[key] = arr.tolist()
+        summary[f"mean_{key}"] = float(arr.mean())
+        summary[f"std_{key}"] = float(arr.std())
+    return per_fold, summary
+
+
+# ---------------------------------------------------------------------- which calls we log
+_PREPROCESSING_MODULES = (
+    "sklearn.preprocessing",
+    "sklearn.impute",
+    "sklearn.feature_extraction",
+    "sklearn.feature_selection",
+)
+# Frameworks with an integration of their own whose estimators derive from BaseEstimator.
+_LEFT_TO = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
+
+
+def _integration_on(name: str) -> bool:
+    from mltrail.autolog import autolog_status
+
+    status = autolog_status().get(name)
+    return status is not None and status.state == "active"
+
+
+def _want_fit(call: Call) -> bool:
+    cls = type(call.instance)
+    for klass in cls.__mro__:
+        owner = _LEFT_TO.get(klass.__module__.split(".")[0])
+        if owner is not None:
+            return not _integration_on(owner)
+    if not _config(call).log_preprocessing and cls.__module__.startswith(_PREPROCESSING_MODULES):
+        # Data preparation on its own; a meta-estimator among them (RFE, SelectFromModel,
+        # IterativeImputer: they fit a model many times) is still one run.
+        return getattr(call.instance, "estimator", None) is not None
+    return True
+
+
+# ---------------------------------------------------------------------- the fit patch
+def _pre_fit(call: Call) -> None:
+    call.state["start"] = time.perf_counter()
+    run = call.run
+    if not run:
+        return
+    estimator = call.instance
+    params, cut = estimator_params(estimator)
+    run.log_params(params)
+    run.set_tags(estimator_tags(estimator))
+    call.state["uri"] = _tracking_uri()
+    if cut:
+        text = json.dumps(cut, indent=2)
+        _submit(call, "params_full", lambda client, run_id: client.log_text(run_id, text, "params_full.json"))
+
+
+def _post_fit(call: Call, result: Any) -> None:
+    duration = time.perf_counter() - call.state.get("start", time.perf_counter())
+    run = call.run
+    if not run:
+        return
+    estimator = call.instance
+    config = _config(call)
+    run.log_metrics({"fit_duration_s": duration})
+    method = call.patch.path.rsplit(".", 1)[-1]
+    X, y, weight = fit_arguments(estimator, method, call.args, call.kwargs)
+    if config.log_datasets and X is not None:
+        safely(NAME, "dataset", _log_dataset, call, X, y)
+    is_search = _is_search(estimator)
+    if is_search:
+        safely(NAME, "search", _log_search, call, estimator, config)
+    if config.log_training_metrics and X is not None:
+        labels = result if method == "fit_predict" else None
+        safely(NAME, "training_metrics", _log_training_metrics, call, estimator, X, y, weight, labels)
+    if config.log_models:
+        safely(NAME, "model", _log_model, call, estimator, MODEL_ARTIFACT_PATH, config)
+        if is_search and getattr(estimator, "best_estimator_", None) is not None:
+            safely(NAME, "model", _log_model, call, estimator.best_estimator_, "best_estimator", config)
+    if config.log_post_training_metrics:
+        _remember_model(estimator, run.run_id, call.state.get("uri") or _tracking_uri())
+
+
+def _tracking_uri() -> str:
+    from mltrail.core import fluent
+
+    return fluent.get_tracking_uri()
+
+
+def _submit(call: Call, point: str, job: Callable[[Any, str], None]) -> None:
+    """Queue ``job(client, run_id)`` for the background thread, for this call's run."""
+    run_id = call.run.run_id
+    if run_id is None:
+        return
+    uri = call.state.get("uri") or _tracking_uri()
+    call.state["uri"] = uri
+
+    def work() -> None:
+        from mltrail.core.client import Client
+
+        job(Client(uri), run_id)
+
+    _worker.submit(point, run_id, work)
+
+
+def _log_dataset(call: Call, X: Any, y: Any) -> None:
+    name = caller_variable(X)
+    dataset = dataset_of(X, y, name)
+    if dataset is None:
+        return
+    _submit(call, "dataset", lambda client, run_id: client.log_inputs(run_id, [dataset], "training"))
+
+
+def _is_search(estimator: Any) -> bool:
+    from sklearn.model_selection._search import BaseSearchCV
+
+    return isinstance(estimator, BaseSearchCV) and hasattr(estimator, "cv_results_")
+
+
+def _log_search(call: Call, search: Any, config: Config) -> None:
+    run = call.run
+    best_params = getattr(search, "best_params_", None)
+    if isinstance(best_params, Mapping):
+        run.log_params({f"best_{k}": _param_text(v) for k, v in best_params.items()})
+    best_score = getattr(search, "best_score_", None)
+    if best_score is not None:
+        try:
+            run.log_metrics({"best_cv_score": float(best_score)})
+        except (TypeError, ValueError):
+            pass
+    results = search.cv_results_  # a new dict per fit: safe to read later on another thread
+    limit = config.max_tuning_runs
+    parent_name = type(search).__name__
+
+    def job(client: Any, run_id: str) -> None:
+        client.log_text(run_id, cv_results_csv(results), "cv_results.csv")
+        candidates = best_candidates(results, limit)
+        if not candidates:
+            return
+        from mltrail.autolog.runs import AUTOLOG_TAG
+        from mltrail.core.entities import Metric, Param
+
+        info = client.store.get_run_info(run_id)
+        now = int(time.time() * 1000)
+        for rank, (index, params, metrics) in enumerate(candidates, start=1):
+            child = client.create_run(
+                info.experiment_id,
+                tags={AUTOLOG_TAG: NAME, "estimator_name": parent_name, "candidate_index": str(index),
+                      "candidate_rank": str(rank), **config.extra_tags},
+                run_name=f"{info.run_name}-candidate-{rank}",
+                parent_run_id=run_id,
+            )
+            child_id = child.info.run_id
+            client.log_batch(
+                child_id,
+                metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                params=[Param(k, v) for k, v in params.items()],
+            )
+            client.set_terminated(child_id)
+
+    _submit(call, "search_children", job)
+
+
+def _log_training_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any, labels: Any) -> None:
+    kind = estimator_kind(estimator)
+    metrics: dict[str, float] = {}
+    if kind == "classifier" and y is not None and hasattr(estimator, "predict"):
+        metrics = _classifier_metrics(call, estimator, X, y, weight)
+    elif kind == "regressor" and y is not None and hasattr(estimator, "predict"):
+        metrics = _regressor_metrics(estimator, X, y, weight)
+    elif kind == "clusterer":
+        metrics = _clusterer_metrics(estimator, X, labels)
+    if metrics:
+        call.run.log_metrics({f"training_{k}": v for k, v in metrics.items() if v is not None})
+
+
+def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
+    import numpy as np
+
+    from mltrail.integrations.sklearn import _metrics
+
+    y_pred = estimator.predict(X)
+    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+    scores = None
+    classes = getattr(estimator, "classes_", None)
+    if proba is None and classes is not None and len(classes) == 2 and hasattr(estimator, "decision_function"):
+        scores = estimator.decision_function(X)
+    report = None
+    if classes is not None:
+        report = _metrics.classifier_report(y, y_pred, classes, proba=proba, scores=scores, sample_weight=weight)
+    if report is None:
+        return _classifier_metrics_slow(estimator, X, y, y_pred, weight)
+    metrics = dict(report.metrics)
+    metrics["score"] = _score(estimator, X, y, weight, "classifier", metrics["accuracy_score"])
+    if _config(call).log_plots and _plots_available():
+        _submit_plots(call, report)
+    del np
+    return metrics
+
+
+def _classifier_metrics_slow(estimator: Any, X: Any, y: Any, y_pred: Any, weight: Any) -> dict[str, float]:
+    """scikit-learn's own functions, for labels the fast path does not cover (multilabel...)."""
+    from sklearn import metrics as m
+
+    out = {"accuracy_score": float(m.accuracy_score(y, y_pred, sample_weight=weight))}
+    for name in ("precision_score", "recall_score", "f1_score"):
+        fn = getattr(m, name)
+        out[name] = float(fn(y, y_pred, average="weighted", sample_weight=weight, zero_division=0))
+    out["score"] = _score(estimator, X, y, weight, "classifier", out["accuracy_score"])
+    return out
+
+
+def _regressor_metrics(estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
+    from mltrail.integrations.sklearn import _metrics
+
+    y_pred = estimator.predict(X)
+    metrics = _metrics.regressor_metrics(y, y_pred, sample_weight=weight)
+    if metrics is None:
+        from sklearn import metrics as m
+
+        metrics = {
+            "mean_squared_error": float(m.mean_squared_error(y, y_pred, sample_weight=weight)),
+            "mean_absolute_error": float(m.mean_absolute_error(y, y_pred, sample_weight=weight)),
+            "r2_score": float(m.r2_score(y, y_pred, sample_weight=weight)),
+        }
+        metrics["root_mean_squared_error"] = math.sqrt(metrics["mean_squared_error"])
+    metrics["score"] = _score(estimator, X, y, weight, "regressor", metrics["r2_score"])
+    return metrics
+
+
+def _clusterer_metrics(estimator: Any, X: Any, labels: Any) -> dict[str, float]:
+    from mltrail.integrations.sklearn import _metrics
+
+    metrics: dict[str, float] = {}
+    inertia = getattr(estimator, "inertia_", None)
+    if inertia is not None:
+        metrics["inertia"] = float(inertia)
+    if labels is None:
+        labels = getattr(estimator, "labels_", None)
+    if labels is not None:
+        value = _metrics.silhouette(X, labels)
+        if value is not None:
+            metrics["silhouette_score"] = value
+    return metrics
+
+
+def _score(estimator: Any, X: Any, y: Any, weight: Any, kind: str, default: float) -> float:
+    """``estimator.score(X, y)``: the metric already computed when ``score`` is the default one."""
+    if _default_score(estimator, kind):
+        return default
+    if weight is not None and "sample_weight" in (_signature(type(estimator).score) or inspect.Signature()).parameters:
+        return float(estimator.score(X, y, sample_weight=weight))
+    return float(estimator.score(X, y))
+
+
+def _default_score(estimator: Any, kind: str) -> bool:
+    """Whether ``estimator.score`` is accuracy (classifier) or R² (regressor), as the mixins define."""
+    from sklearn.base import ClassifierMixin, RegressorMixin
+    from sklearn.pipeline import Pipeline
+
+    mixin = ClassifierMixin if kind == "classifier" else RegressorMixin
+    seen = 0
+    while seen < 10:
+        seen += 1
+        owner = next((k for k in type(estimator).__mro__ if "score" in vars(k)), None)
+        if owner is mixin:
+            return True
+        if owner is Pipeline and getattr(estimator, "steps", None):
+            estimator = estimator.steps[-1][1]
+            continue
+        if _is_search(estimator) and getattr(estimator, "scoring", None) is None:
+            best = getattr(estimator, "best_estimator_", None)
+            if best is None:
+                return False
+            estimator = best
+            continue
+        return False
+    return False
+
+
+_plots_checked: bool | None = None
+
+
+def _plots_available() -> bool:
+    global _plots_checked
+    if _plots_checked is None:
+        from mltrail.integrations.sklearn import _plots
+
+        _plots_checked = _plots.available()
+    return _plots_checked
+
+
+def _submit_plots(call: Call, report: Any) -> None:
+    def job(client: Any, run_id: str) -> None:
+        from mltrail.integrations.sklearn import _plots
+
+        client.log_bytes(run_id, _plots.confusion_matrix_png(report.confusion, report.labels, "Confusion matrix (training)"),
+                         "training_confusion_matrix.png")
+        if report.roc:
+            client.log_bytes(run_id, _plots.curves_png(report.roc, kind="roc", title="ROC curve (training)"),
+                             "training_roc_curve.png")
+            client.log_bytes(run_id, _plots.curves_png(report.pr, kind="pr", title="Precision-recall curve (training)"),
+                             "training_precision_recall_curve.png")
+
+    _submit(call, "plots", job)
+
+
+# ---------------------------------------------------------------------- models
+def _dumps(obj: Any, fmt: str) -> bytes:
+    if fmt == "pickle":
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        import cloudpickle
+    except ImportError:
+        from joblib.externals import cloudpickle  # scikit-learn always has joblib
+    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def model_meta(estimator: Any, fmt: str) -> dict[str, Any]:
+    """What ``mltrail_model.json`` says about a logged model."""
+    import platform
+
+    import sklearn
+
+    cls = type(estimator)
+    return {
+        "flavor": NAME,
+        "format": fmt,
+        "file": "model.pkl",
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "sklearn_version": sklearn.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def _log_model(call: Call, estimator: Any, artifact_path: str, config: Config) -> None:
+    # Pickled now, on the caller's thread: the model may be refitted as soon as fit returns.
+    data = _dumps(estimator, config.serialization_format)
+    meta = json.dumps(model_meta(estimator, config.serialization_format), indent=2)
+
+    def job(client: Any, run_id: str) -> None:
+        client.log_bytes(run_id, data, f"{artifact_path}/model.pkl")
+        client.log_text(run_id, meta, f"{artifact_path}/{MODEL_META_FILE}")
+
+    _submit(call, "model_files", job)
+
+
+def log_model(estimator: Any, artifact_path: str = MODEL_ARTIFACT_PATH, *, run_id: str | None = None,
+              serialization_format: str = "cloudpickle") -> None:
+    """Save a fitted estimator into a run's artifacts, loadable with :func:`load_model`.
+
+    Example:
+        >>> with mltrail.start_run() as run:
+        ...     mltrail.sklearn.log_model(model)
+        >>> mltrail.sklearn.load_model(run.info.run_id)
+    """
+    from mltrail.core import fluent
+    from mltrail.core.client import Client
+
+    if serialization_format not in SERIALIZATION_FORMATS:
+        msg = f"serialization_format must be one of {SERIALIZATION_FORMATS}, got {serialization_format!r}"
+        raise InvalidValueError(msg)
+    if run_id is None:
+        run_id = fluent._current().info.run_id
+    client = Client()
+    client.log_bytes(run_id, _dumps(estimator, serialization_format), f"{artifact_path}/model.pkl")
+    client.log_text(run_id, json.dumps(model_meta(estimator, serialization_format), indent=2),
+                    f"{artifact_path}/{MODEL_META_FILE}")
+
+
+def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:
+    """Load the estimator logged to run ``run_id`` (under ``model/`` unless told otherwise).
+
+    Only load models you trust: a pickle runs code when it is loaded.
+
+    Example:
+        >>> model = mltrail.sklearn.load_model(run_id)
+        >>> model.predict(X_test)
+        >>> search_best = mltrail.sklearn.load_model(run_id, "best_estimator")
+    """
+    from mltrail.core.client import Client
+    from mltrail.core.errors import NotFoundError
+
+    _worker.flush(run_id=run_id)
+    client = Client()
+    local = client.download_artifacts(run_id, artifact_path)
+    meta_path = os.path.join(local, MODEL_META_FILE)
+    if not os.path.isfile(meta_path):
+        msg = f"run {run_id} has no scikit-learn model at {artifact_path!r} (no {MODEL_META_FILE} there)"
+        raise NotFoundError(msg)
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    if meta.get("flavor") != NAME:
+        msg = (
+            f"the model at {artifact_path!r} of run {run_id} was logged by the {meta.get('flavor')!r} "
+            f"integration; load it with mltrail.{meta.get('flavor')}.load_model"
+        )
+        raise InvalidValueError(msg)
+    with open(os.path.join(local, meta.get("file", "model.pkl")), "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - the user's own model, as documented
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until the background work of this integration (files, plots, inputs) is done.
+
+    ``mltrail.flush()`` covers the tracking data; this covers what a ``fit`` left for the
+    background thread. Returns False if ``timeout`` seconds ran out first.
+    """
+    return _worker.flush(timeout)
+
+
+# ---------------------------------------------------------------------- post-training metrics
+# id(model) -> (weak reference, run id, tracking URI); id(prediction) -> (prediction, run id, URI,
+# dataset name). Predictions are kept (strongly) only for the last few calls: enough for the
+# metric call that usually follows, and their identity is checked, so a reused id never matches.
+_models: dict[int, tuple[Any, str, str]] = {}
+_predictions: OrderedDict[int, tuple[Any, str, str, str]] = OrderedDict()
+_MAX_PREDICTIONS = 16
+_metric_names: dict[tuple[str, str, str], list[str]] = {}  # (run, metric, dataset) -> arg signatures
+_metric_steps: dict[tuple[str, str], int] = {}
+
+
+def _remember_model(estimator: Any, run_id: str, uri: str) -> None:
+    key = id(estimator)
+    try:
+        ref = weakref.ref(estimator, lambda _r, key=key: _models.pop(key, None))
+    except TypeError:
+        return
+    _models[key] = (ref, run_id, uri)
+
+
+def _tracked(instance: Any) -> tuple[str, str] | None:
+    entry = _models.get(id(instance))
+    if entry is None or entry[0]() is not instance:
+        return None
+    return entry[1], entry[2]
+
+
+def _want_tracked_instance(call: Call) -> bool:
+    return bool(_models) and _config(call).log_post_training_metrics and _tracked(call.instance) is not None
+
+
+def _post_predict(call: Call, result: Any) -> None:
+    tracked = _tracked(call.instance)
+    if tracked is None or result is None:
+        return
+    X = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
+    name = caller_variable(X) or "unknown_dataset"
+    _predictions[id(result)] = (result, tracked[0], tracked[1], name)
+    _predictions.move_to_end(id(result))
+    while len(_predictions) > _MAX_PREDICTIONS:
+        _predictions.popitem(last=False)
+
+
+def _find_prediction(values: Any) -> tuple[str, str, str] | None:
+    for value in values:
+        obj = value
+        for _ in range(3):  # a slice of a prediction (proba[:, 1]) is a view of it
+            entry = _predictions.get(id(obj))
+            if entry is not None and entry[0] is obj:
+                return entry[1], entry[2], entry[3]
+            obj = getattr(obj, "base", None)
+            if obj is None:
+                break
+    return None
+
+
+def _want_metric(call: Call) -> bool:
+    if not _predictions or not _config(call).log_post_training_metrics:
+        return False
+    return _find_prediction((*call.args[:3], *call.kwargs.values())) is not None
+
+
+def _post_metric(call: Call, result: Any) -> None:
+    found = _find_prediction((*call.args[:3], *call.kwargs.values()))
+    if found is None:
+        return
+    value = _scalar(result)
+    if value is None:
+        return
+    run_id, uri, dataset = found
+    metric = call.patch.path
+    options = {k: v for k, v in call.kwargs.items() if not _is_arraylike(v)}
+    signature = repr(sorted((k, repr(v)) for k, v in options.items()))
+    seen = _metric_names.setdefault((run_id, metric, dataset), [])
+    if signature not in seen:
+        seen.append(signature)
+    index = seen.index(signature)
+    base = metric if index == 0 else f"{metric}-{index + 1}"
+    _log_late_metric(run_id, uri, f"{base}_{dataset}", value)
+
+
+def _post_score(call: Call, result: Any) -> None:
+    tracked = _tracked(call.instance)
+    value = _scalar(result)
+    if tracked is None or value is None:
+        return
+    X = call.args[0] if call.args else call.kwargs.get("X")
+    dataset = caller_variable(X) or "unknown_dataset"
+    _log_late_metric(tracked[0], tracked[1], f"{type(call.instance).__name__}_score_{dataset}", value)
+
+
+def _is_arraylike(value: Any) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, str) or hasattr(value, "__array__")
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if hasattr(value, "shape") and getattr(value, "shape", None) not in ((), None):
+            return None
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out
+
+
+def _log_late_metric(run_id: str, uri: str, key: str, value: float) -> None:
+    """Log ``key`` to ``run_id``: through the writer while the run is open, else straight to the store.
+
+    Repeated keys get the next step. A run that has ended takes the point directly (a training
+    run's evaluation belongs to it), written by the background thread.
+    """
+    from mltrail.core.client import Client
+    from mltrail.core.errors import RunStateError
+    from mltrail.core.validation import validate_key
+
+    validate_key(key, "metric")
+    step = _metric_steps.get((run_id, key), 0)
+    _metric_steps[(run_id, key)] = step + 1
+    client = Client(uri)
+    try:
+        client.log_metric(run_id, key, value, step=step)
+        return
+    except RunStateError:
+        pass
+    now = int(time.time() * 1000)
+
+    def work() -> None:
+        import numpy as np
+
+        from mltrail.core.store.base import MetricChunk, WriteBatch
+
+        chunk = MetricChunk(run_id, key, np.array([step], dtype=np.int64), np.array([now], dtype=np.int64),
+                            np.array([value], dtype=np.float64))
+        Client(uri).store.write_batch(WriteBatch(metrics=[chunk]))
+
+    _worker.submit("post_training_metric", run_id, work)
+
+
+# ---------------------------------------------------------------------- cross-validation
+def _pre_cross_validate(call: Call) -> None:
+    call.state["start"] = time.perf_counter()
+    run = call.run
+    if not run:
+        return
+    estimator = call.args[0] if call.args else call.kwargs.get("estimator")
+    if estimator is None or not hasattr(estimator, "get_params"):
+        return
+    call.state["uri"] = _tracking_uri()
+    params, cut = estimator_params(estimator)
+    scoring = call.kwargs.get("scoring")
+    cv = call.kwargs.get("cv")
+    params["cv"] = _param_text(cv if cv is not None else "default")
+    if scoring is not None:
+        params["scoring"] = _param_text(scoring)
+    run.log_params(params)
+    run.set_tags({**estimator_tags(estimator), "cross_validation": call.patch.path})
+    if cut:
+        text = json.dumps(cut, indent=2)
+        _submit(call, "params_full", lambda client, run_id: client.log_text(run_id, text, "params_full.json"))
+    X = call.args[1] if len(call.args) > 1 else call.kwargs.get("X")
+    y = call.args[2] if len(call.args) > 2 else call.kwargs.get("y")
+    if _config(call).log_datasets and X is not None:
+        safely(NAME, "dataset", _log_dataset, call, X, y)
+
+
+def _post_cross_validate(call: Call, result: Any) -> None:
+    run = call.run
+    if not run:
+        return
+    scoring = call.kwargs.get("scoring")
+    name = scoring if isinstance(scoring, str) else "score"
+    per_fold, summary = cross_validation_metrics(result, name)
+    for key, values in per_fold.items():
+        for fold, value in enumerate(values):
+            run.log_metrics({key: value}, step=fold)
+    summary["cv_duration_s"] = time.perf_counter() - call.state.get("start", time.perf_counter())
+    run.log_metrics(summary)
+
+
+# ---------------------------------------------------------------------- the patches
+_FIT_METHODS = ("fit", "fit_transform", "fit_predict")
+_PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
+# sklearn.metrics functions that return one number from (y_true, y_pred / y_score), present in
+# every supported version (1.4+).
+METRIC_FUNCTIONS = (
+    "accuracy_score", "balanced_accuracy_score", "f1_score", "fbeta_score", "precision_score",
+    "recall_score", "jaccard_score", "matthews_corrcoef", "cohen_kappa_score", "hamming_loss",
+    "zero_one_loss", "log_loss", "hinge_loss", "brier_score_loss", "roc_auc_score",
+    "average_precision_score", "top_k_accuracy_score", "r2_score", "explained_variance_score",
+    "max_error", "mean_absolute_error", "mean_squared_error", "root_mean_squared_error",
+    "mean_squared_log_error", "root_mean_squared_log_error", "median_absolute_error",
+    "mean_absolute_percentage_error", "mean_pinball_loss", "mean_poisson_deviance",
+    "mean_gamma_deviance", "mean_tweedie_deviance", "d2_absolute_error_score",
+    "d2_pinball_score", "d2_tweedie_score", "adjusted_rand_score", "rand_score",
+    "adjusted_mutual_info_score", "mutual_info_score", "normalized_mutual_info_score",
+    "homogeneity_score", "completeness_score", "v_measure_score", "fowlkes_mallows_score",
+)
+_CV_FUNCTIONS = ("cross_validate", "cross_val_score")
+
+PATCHES = (
+    *(
+        Patch(owner="sklearn.base", path=f"BaseEstimator.{method}", pre=_pre_fit, post=_post_fit,
+              child="if_used", when=_want_fit, subclasses=True)
+        for method in _FIT_METHODS
+    ),
+    # Mixins outside BaseEstimator's tree that define fit_* or predict/score themselves.
+    Patch(owner="sklearn.base", path="TransformerMixin.fit_transform", pre=_pre_fit, post=_post_fit,
+          child="if_used", when=_want_fit),
+    Patch(owner="sklearn.base", path="ClusterMixin.fit_predict", pre=_pre_fit, post=_post_fit,
+          child="if_used", when=_want_fit),
+    Patch(owner="sklearn.base", path="OutlierMixin.fit_predict", pre=_pre_fit, post=_post_fit,
+          child="if_used", when=_want_fit),
+    *(
+        Patch(owner="sklearn.base", path=f"BaseEstimator.{method}", post=_post_predict, run="none",
+              when=_want_tracked_instance, subclasses=True)
+        for method in _PREDICT_METHODS
+    ),
+    *(
+        Patch(owner="sklearn.linear_model._base", path=f"LinearClassifierMixin.{method}",
+              post=_post_predict, run="none", when=_want_tracked_instance)
+        for method in ("predict", "decision_function")
+    ),
+    Patch(owner="sklearn.base", path="BaseEstimator.score", post=_post_score, run="none",
+          when=_want_tracked_instance, subclasses=True),
+    *(
+        Patch(owner="sklearn.base", path=f"{mixin}.score", post=_post_score, run="none",
+              when=_want_tracked_instance)
+        for mixin in ("ClassifierMixin", "RegressorMixin")
+    ),
+    *(
+        Patch(owner=owner, path=fn, pre=_pre_cross_validate, post=_post_cross_validate, child="if_used")
+        for owner in ("sklearn.model_selection", "sklearn.model_selection._validation")
+        for fn in _CV_FUNCTIONS
+    ),
+    *(
+        Patch(owner="sklearn.metrics", path=fn, post=_post_metric, run="none", when=_want_metric)
+        for fn in METRIC_FUNCTIONS
+    ),
+)
+
+
+def autolog(
+    *,
+    disable: bool = False,
+    exclusive: bool = False,
+    silent: bool = False,
+    log_models: bool = True,
+    log_datasets: bool = True,
+    log_every_n_steps: int | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    disable_for_unsupported_versions: bool = False,
+    max_tuning_runs: int | None = 5,
+    log_post_training_metrics: bool = True,
+    log_training_metrics: bool = True,
+    log_plots: bool = True,
+    log_preprocessing: bool = False,
+    serialization_format: str = "cloudpickle",
+) -> None:
+    """Record every scikit-learn ``fit``: params, metrics, plots, the model and the data's fingerprint.
+
+    Args:
+        disable: stop, and restore every original.
+        exclusive: log only into runs autolog starts, never into a run the user started.
+        silent: no warnings from this integration (details still go to DEBUG logging).
+        log_models: save each fitted model under ``model/`` (see :func:`load_model`).
+        log_datasets: record the fingerprint of ``X``/``y`` as a run input.
+        log_every_n_steps: accepted for uniformity; unused (a fit has no steps to thin).
+        extra_tags: tags set on every run autolog starts.
+        disable_for_unsupported_versions: leave scikit-learn versions outside 1.4-1.9 alone.
+        max_tuning_runs: child runs for a search's best candidates (None: all of them).
+        log_post_training_metrics: log ``sklearn.metrics`` calls on an autologged model's
+            predictions and its ``score`` on new data to the model's run.
+        log_training_metrics: compute metrics on the training data after each fit.
+        log_plots: draw the confusion matrix and ROC / precision-recall curves (matplotlib).
+        log_preprocessing: also record standalone fits of scalers, encoders, imputers...
+        serialization_format: ``"cloudpickle"`` or ``"pickle"``.
+
+    Example:
+        >>> from mltrail.integrations import sklearn as sklearn_autolog
+        >>> sklearn_autolog.autolog(max_tuning_runs=10, log_plots=False)
+        >>> GridSearchCV(SVC(), {"C": [0.1, 1, 10]}).fit(X, y)   # a parent run, 3 children
+    """
+    enable(
+        NAME,
+        Config(
+            disable=disable,
+            exclusive=exclusive,
+            silent=silent,
+            log_models=log_models,
+            log_datasets=log_datasets,
+            log_every_n_steps=log_every_n_steps,
+            extra_tags=extra_tags if extra_tags is not None else {},
+            disable_for_unsupported_versions=disable_for_unsupported_versions,
+            max_tuning_runs=max_tuning_runs,
+            log_post_training_metrics=log_post_training_metrics,
+            log_training_metrics=log_training_metrics,
+            log_plots=log_plots,
+            log_preprocessing=log_preprocessing,
+            serialization_format=serialization_format,
+        ),
+    )
+
+
+def _reset_for_tests() -> None:
+    """Forget tracked models and predictions (test isolation)."""
+    _models.clear()
+    _predictions.clear()
+    _metric_names.clear()
+    _metric_steps.clear()
