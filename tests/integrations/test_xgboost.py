@@ -268,7 +268,7 @@ def _nonstrict() -> Any:
 
 # ---------------------------------------------------------------------- autolog: xgboost.train
 def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     dtrain, dvalid = _dmatrices(cancer)
     booster = xgb.train(
         {**PARAMS, "eta": 0.6, "eval_metric": ["error", "logloss"]}, dtrain, 300,
@@ -336,7 +336,7 @@ def test_autolog_without_models(sqlite_uri: str, cancer: dict[str, Any]) -> None
 def test_autolog_inside_the_users_run_and_a_second_training_goes_to_a_child(
     sqlite_uri: str, cancer: dict[str, Any]
 ) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     dtrain, dvalid = _dmatrices(cancer)
     with mltrail.start_run() as parent:
         xgb.train(PARAMS, dtrain, 3, evals=[(dvalid, "valid")], verbose_eval=False)
@@ -359,7 +359,7 @@ def test_exclusive_leaves_the_users_run_alone(sqlite_uri: str, cancer: dict[str,
 
 
 def test_user_callback_with_autolog_logs_once(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     dtrain, dvalid = _dmatrices(cancer)
     xgb.train(PARAMS, dtrain, 5, evals=[(dvalid, "valid")], verbose_eval=False, callbacks=[mlx.MLTrailCallback()])
     runs_ = mltrail.search_runs(output_format="list")
@@ -376,7 +376,7 @@ def test_user_callback_with_autolog_logs_once(sqlite_uri: str, cancer: dict[str,
 
 # ---------------------------------------------------------------------- autolog: scikit-learn API
 def test_autolog_classifier_with_early_stopping(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     clf = xgb.XGBClassifier(n_estimators=300, learning_rate=0.6, max_depth=2, n_jobs=1, early_stopping_rounds=5)
     clf.fit(cancer["X_train"], cancer["y_train"], eval_set=[(cancer["X_train"], cancer["y_train"]),
                                                               (cancer["X_valid"], cancer["y_valid"])], verbose=False)
@@ -406,7 +406,7 @@ def test_autolog_classifier_with_early_stopping(sqlite_uri: str, cancer: dict[st
 
 def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> None:
     X, y = diabetes
-    mltrail.autolog()
+    mlx.autolog()
     reg = xgb.XGBRegressor(n_estimators=20, max_depth=3, n_jobs=1)
     reg.fit(X.iloc[:300], y.iloc[:300], eval_set=[(X.iloc[300:], y.iloc[300:])], verbose=False)
     (run,) = _autolog_runs()
@@ -428,7 +428,7 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
 def test_autolog_ranker_on_synthetic_groups(sqlite_uri: str) -> None:
     X, y, qid = _ranking_data()
     Xv, yv, qv = _ranking_data(seed=1)
-    mltrail.autolog()
+    mlx.autolog()
     ranker = xgb.XGBRanker(n_estimators=8, max_depth=3, n_jobs=1, eval_metric="ndcg@5")
     ranker.fit(X, y, qid=qid, eval_set=[(Xv, yv)], eval_qid=[qv], verbose=False)
     (run,) = _autolog_runs()
@@ -444,7 +444,7 @@ def test_autolog_ranker_on_synthetic_groups(sqlite_uri: str) -> None:
 
 
 def test_random_forest_subclass_is_one_run(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     xgb.XGBRFClassifier(n_estimators=5, max_depth=3, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
     (run,) = _autolog_runs()  # XGBRFClassifier.fit -> XGBClassifier.fit -> train: one record
     run = _run(run.info.run_id)
@@ -453,7 +453,7 @@ def test_random_forest_subclass_is_one_run(sqlite_uri: str, cancer: dict[str, An
 
 
 def test_second_fit_in_a_users_run_goes_to_a_child_run(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     with mltrail.start_run() as parent:
         xgb.XGBClassifier(n_estimators=2, max_depth=2, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
         xgb.XGBClassifier(n_estimators=3, max_depth=4, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
@@ -462,9 +462,26 @@ def test_second_fit_in_a_users_run_goes_to_a_child_run(sqlite_uri: str, cancer: 
     assert [c.data.params["max_depth"] for c in children] == ["4"]
 
 
+def test_every_integration_on_still_gives_one_run_per_fit(sqlite_uri: str, cancer: dict[str, Any]) -> None:
+    """With mltrail.autolog() the scikit-learn integration leaves XGBoost's estimators to this one."""
+    mltrail.autolog()
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xgb.XGBClassifier(n_estimators=3, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
+    runs_ = mltrail.search_runs(output_format="list")
+    assert [r.data.tags.get("mltrail.autolog") for r in runs_] == ["xgboost"]
+    assert "model" in _artifacts(runs_[0].info.run_id)
+    # Inside a scikit-learn meta-estimator the outer fit owns the run: one record.
+    make_pipeline(StandardScaler(), xgb.XGBClassifier(n_estimators=3, n_jobs=1)).fit(
+        cancer["X_train"], cancer["y_train"]
+    )
+    assert len(mltrail.search_runs(output_format="list")) == 2
+
+
 # ---------------------------------------------------------------------- the seven behaviours
 def test_users_exception_propagates_and_the_run_fails(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     dtrain, _ = _dmatrices(cancer)
 
     def train_with(boom: Any) -> None:
@@ -493,7 +510,7 @@ def test_users_exception_propagates_and_the_run_fails(sqlite_uri: str, cancer: d
 
 
 def test_our_failures_never_break_train(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     dtrain, dvalid = _dmatrices(cancer)
     points = check_fault_tolerance(
         lambda: xgb.train(PARAMS, dtrain, 4, evals=[(dvalid, "valid")], verbose_eval=False).predict(dvalid).tolist(),
@@ -504,7 +521,7 @@ def test_our_failures_never_break_train(sqlite_uri: str, cancer: dict[str, Any])
 
 
 def test_our_failures_never_break_fit(sqlite_uri: str, cancer: dict[str, Any]) -> None:
-    mltrail.autolog()
+    mlx.autolog()
     X, y, qid = _ranking_data()
     check_fault_tolerance(
         lambda: xgb.XGBClassifier(n_estimators=3, n_jobs=1).fit(
@@ -530,8 +547,8 @@ def test_disable_restores_the_originals_and_twice_is_one_wrapper(sqlite_uri: str
         (xsk.XGBClassifier, "fit"): vars(xsk.XGBClassifier)["fit"],
         (xsk.XGBRanker, "fit"): vars(xsk.XGBRanker)["fit"],
     }
-    mltrail.autolog()
-    mlx.autolog()  # again, with this integration's own options
+    mlx.autolog()
+    mlx.autolog(model_format="json")  # again: the config changes, the wrappers stay
     patched = autolog_status()["xgboost"].patched
     assert len(patched) == len(set(patched))
     assert {"xgboost:train", "xgboost.training:train", "xgboost.sklearn:XGBModel.fit",

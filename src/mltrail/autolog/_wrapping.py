@@ -39,7 +39,7 @@ import wrapt
 from mltrail.autolog import _safety
 from mltrail.autolog._safety import FAILED, safely
 from mltrail.autolog.call import CURRENT, Call, Patch
-from mltrail.autolog.runs import SKIP, _Session, close_run, open_run
+from mltrail.autolog.runs import SKIP, close_run, open_run
 
 if TYPE_CHECKING:
     from mltrail.autolog.engine import _Runtime
@@ -125,6 +125,8 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
     when, pre, post, mode, child = patch.when, patch.pre, patch.post, patch.run, patch.child
     owns = mode != "none"
 
+    # The hot path: everything here runs on every call of a patched function. pre and post run
+    # under the same net as safely() does, written out to spare a call per step.
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not rt.on or CURRENT.get() is not None:
             return wrapped(*args, **kwargs)
@@ -137,18 +139,34 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         session = None
         try:
             if owns:
-                session = _Session()
-                if safely(name, "run_start", open_run, name, call.config, mode, child, None, None,
-                          session) is SKIP:
+                session = safely(name, "run_start", open_run, name, call.config, mode, child, None, None)
+                if session is SKIP:
                     return wrapped(*args, **kwargs)
-                call.run = session.handle
+                if session:
+                    call.run = session.handle
+                else:
+                    session = None  # no run to log into (or opening it failed): nothing to close
             if pre is not None:
                 call.kwargs = dict(kwargs)  # pre's own copy: a failing pre leaves the user's intact
-                if safely(name, "pre", pre, call) is FAILED:
+                try:
+                    if _safety._faults_on:
+                        _safety._fault_check(name, "pre")
+                    pre(call)
+                except Exception as exc:
+                    if _safety.strict():
+                        raise
+                    _safety.report(name, "pre", exc)
                     call.args, call.kwargs = args, kwargs
             result = wrapped(*call.args, **call.kwargs)
             if post is not None:
-                safely(name, "post", post, call, result)
+                try:
+                    if _safety._faults_on:
+                        _safety._fault_check(name, "post")
+                    post(call, result)
+                except Exception as exc:
+                    if _safety.strict():
+                        raise
+                    _safety.report(name, "post", exc)
         except BaseException as exc:
             if session is not None:
                 close_run(name, session, exc)

@@ -191,20 +191,22 @@ def open_run(
     child: ChildMode,
     run_name: str | None,
     tags: Mapping[str, Any] | None,
-    session: _Session,
 ) -> Any:
-    """Find or start the run for an outermost patched call; fills ``session``.
+    """Find or start the run for an outermost patched call.
 
-    Returns :data:`SKIP` when the run it would log into is busy with another thread's call.
+    Returns a :class:`_Session` to pass to :func:`close_run` when the call is over; None when
+    there is no run to log into (nothing to close); :data:`SKIP` when the run it would log
+    into is busy with another thread's patched call.
     """
     active = (_fluent or _load_fluent()).active_run()
     if active is not None:
         run_id = active.info.run_id
         if _busy.get(run_id):
             return SKIP
+        session = _Session()
         if config.exclusive and run_id not in _owned_ids:
             _mark_busy(session, run_id)  # the user's run: not ours to log into
-            return session.handle
+            return session
         wants_child = mode == "own" and (
             child == "always" or (child == "if_used" and active in _used)
         )
@@ -213,14 +215,19 @@ def open_run(
                 _used.add(active)
             _mark_busy(session, run_id)
             session.handle = RunHandle(active, integration, owned=False)
-            return session.handle
+            return session
     elif mode != "own" or _global_rank() != 0:
-        return session.handle
+        return None
     run = _start_owned(integration, config, nested=active is not None, run_name=run_name, tags=tags)
+    session = _Session()
     session.owned_run = run
-    _mark_busy(session, run.info.run_id)
-    session.handle = RunHandle(run, integration, owned=True)
-    return session.handle
+    try:
+        _mark_busy(session, run.info.run_id)
+        session.handle = RunHandle(run, integration, owned=True)
+    except BaseException:
+        close_run(integration, session, None)  # never leave a run of ours open
+        raise
+    return session
 
 
 def _mark_busy(session: _Session, run_id: str) -> None:
@@ -255,8 +262,6 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
     and if it fails the run is still taken off the active-run stack, so that nothing logs into
     it any more (its heartbeat stops, and the store reports it crashed).
     """
-    if session.owned_run is None and session.busy_id is None:
-        return  # nothing was opened (the common case with no run)
     session.handle.close()
     if session.busy_id is not None:
         with _lock:
@@ -328,7 +333,6 @@ def owned_run(
     from mltrail.autolog.engine import get_config
 
     config = get_config(integration)
-    session = _Session()
     call = Call(integration, Patch("", "", run=mode, child=child), config, None, (), {})
     outer = CURRENT.get()
     if outer is not None:  # nested inside another patched call: not ours to log
@@ -336,13 +340,15 @@ def owned_run(
         return
     token = CURRENT.set(call)
     try:
-        opened = _safety.safely(
-            integration, "run_start", open_run, integration, config, mode, child, run_name, tags,
-            session,
+        session = _safety.safely(
+            integration, "run_start", open_run, integration, config, mode, child, run_name, tags
         )
-        handle = session.handle if opened is not SKIP else NO_RUN
+        if session is SKIP or not session:
+            yield NO_RUN
+            return
+        call.run = session.handle
         try:
-            yield handle
+            yield session.handle
         except BaseException as exc:
             close_run(integration, session, exc)
             raise

@@ -537,19 +537,23 @@ def _remove_step_hook() -> None:
             _hook_handle = None
 
 
-_dispatcher_known = False
+_TORCH_DIR = ""
 
 
-def _adopt_dispatcher(frame: Any) -> None:
-    """Let warnings from our hook name the user's ``optimizer.step()`` line.
+def _adopt_torch_frames(frame: Any) -> None:
+    """Let a warning from our hook name the user's ``optimizer.step()`` line.
 
-    Our hook is called by torch's step wrapper; marking that wrapper's code as a dispatch frame
-    makes the engine attribute a warning to the wrapper's caller: the user's code.
+    Our hook is called through torch's frames (the step wrapper, an LR scheduler's counter);
+    marking their code as dispatch frames makes the engine attribute a warning to the first
+    frame outside them: the user's code. Done only when a warning may follow.
     """
-    global _dispatcher_known
-    _dispatcher_known = True
-    if frame is not None:
+    global _TORCH_DIR
+    if not _TORCH_DIR:
+        torch = sys.modules["torch"]
+        _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_TORCH_DIR):
         _safety.wrapper_codes.add(frame.f_code)
+        frame = frame.f_back
 
 
 def _on_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -563,9 +567,18 @@ def _on_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
     loss, count, norm = _pending_loss, _pending_count, _pending_norm
     _pending_loss = _pending_norm = None
     _pending_count = 0
-    if not _dispatcher_known:
-        _adopt_dispatcher(sys._getframe(1))
-    safely(NAME, "optimizer_step", _step, optimizer, loss, count, norm)
+    caller = sys._getframe(1)
+    if _safety._faults_on:  # the test harness may inject a failure before _guarded_step runs
+        _adopt_torch_frames(caller)
+    safely(NAME, "optimizer_step", _guarded_step, caller, optimizer, loss, count, norm)
+
+
+def _guarded_step(caller: Any, optimizer: Any, loss: Any, count: int, norm: Any) -> None:
+    try:
+        _step(optimizer, loss, count, norm)
+    except Exception:
+        _adopt_torch_frames(caller)
+        raise
 
 
 def _step(optimizer: Any, loss: Any, count: int, norm: Any) -> None:

@@ -392,6 +392,9 @@ def _define_callback() -> type:
             self._run: Any = NO_RUN
             self._started: Any = None
             self._keys = b.MetricKeys()
+            self._evals_log: Any = None  # XGBoost's history dict, updated in place each iteration
+            self._last_epoch = -1
+            self._epoch_offset = 0
 
         # A callback sits in an estimator's params: clone() deep-copies it and pickling an
         # estimator pickles it. Only the options travel; the run is resolved per training.
@@ -408,8 +411,13 @@ def _define_callback() -> type:
             return model
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            if self._run and epoch % self.options.log_every_n_steps == 0 and evals_log:
-                safely(NAME, "after_iteration", self._log_iteration, epoch, evals_log)
+            if self._run and evals_log:
+                if self._evals_log is None:  # entry j of each history list is epoch j + offset
+                    first = next(iter(next(iter(evals_log.values())).values()))
+                    self._epoch_offset = epoch - (len(first) - 1)
+                self._evals_log, self._last_epoch = evals_log, epoch
+                if epoch % self.options.log_every_n_steps == 0:
+                    safely(NAME, "after_iteration", self._log_iteration, epoch, evals_log)
             return False
 
         def after_training(self, model: Any) -> Any:
@@ -428,10 +436,33 @@ def _define_callback() -> type:
         def _log_iteration(self, epoch: int, evals_log: Any) -> None:
             self._run.log_metrics(iteration_metrics(evals_log, self._keys), step=epoch)
 
+        def _catch_up(self) -> None:
+            """Log the iterations after the last one this callback saw.
+
+            XGBoost 2.x keeps callbacks in a set and stops asking them at the first that says
+            "stop": when early stopping runs before this callback, the last iteration's
+            evaluation is in the history but was never shown to it.
+            """
+            history = self._evals_log
+            if not self._run or not history:
+                return
+            series = [(self._keys(d, m), v) for d, per in history.items() for m, v in per.items() if v]
+            if not series:
+                return
+            total = max(len(v) for _, v in series)
+            for j in range(self._last_epoch - self._epoch_offset + 1, total):
+                step = j + self._epoch_offset
+                if step % self.options.log_every_n_steps == 0:
+                    self._run.log_metrics(
+                        {k: float(v[j][0] if isinstance(v[j], tuple) else v[j]) for k, v in series if j < len(v)},
+                        step=step,
+                    )
+
         def _close(self, model: Any) -> None:
             try:
                 import xgboost
 
+                self._catch_up()
                 if self._run and isinstance(model, xgboost.Booster):
                     _finish(self._run, model, self.options)
             finally:
@@ -455,6 +486,7 @@ def _define_callback() -> type:
             return model
 
         def after_training(self, model: Any) -> Any:
+            safely(NAME, "after_training", self._catch_up)
             return model
 
     for cls in (MLTrailCallback, _AutologCallback):

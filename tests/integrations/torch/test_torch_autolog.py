@@ -199,9 +199,11 @@ def test_torch_save_checkpoints_are_logged_when_asked(sqlite_uri: str, tmp_path:
     names = sorted(f.path for f in client.list_artifacts(rid, "checkpoints"))
     assert names == ["checkpoints/big.pt.ref.json", "checkpoints/copy.bin", "checkpoints/epoch=3-val_loss=0.21.pt"]
     local = client.download_artifacts(rid, "checkpoints/epoch=3-val_loss=0.21.pt", str(tmp_path / "dl"))
-    assert open(local, "rb").read() == small.read_bytes()
+    with open(local, "rb") as fh:
+        assert fh.read() == small.read_bytes()
     ref_path = client.download_artifacts(rid, "checkpoints/big.pt.ref.json", str(tmp_path / "dl"))
-    ref = json.loads(open(ref_path).read())
+    with open(ref_path) as fh:
+        ref = json.load(fh)
     assert ref["path"] == str(big) and ref["size"] == big.stat().st_size
     assert ref["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
 
@@ -315,7 +317,7 @@ def test_autolog_twice_leaves_one_wrapper_and_one_hook(sqlite_uri: str) -> None:
 
     mltrail_torch.autolog(log_every_n_steps=1)
     mltrail_torch.autolog(log_every_n_steps=1)
-    mltrail.autolog()
+    mltrail.autolog(log_every_n_steps=1)
     for owner, attr in SLOTS:
         slot = vars(owner)[attr]
         assert isinstance(slot, PatchWrapper) and not isinstance(slot.__wrapped__, PatchWrapper)

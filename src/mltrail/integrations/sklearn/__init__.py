@@ -200,13 +200,11 @@ def fit_arguments(
             X = bound.get(names[0]) if names else None
             y = bound.get(names[1]) if len(names) > 1 else None
             weight = bound.get("sample_weight")
-            extra = {k: v for k, v in bound.items() if k not in sig.parameters}
             var_kw = next(
                 (n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None
             )
             if weight is None and var_kw is not None:
                 weight = (bound.get(var_kw) or {}).get("sample_weight")
-            del extra
             return X, y, weight
     X = args[0] if args else kwargs.get("X")
     y = args[1] if len(args) > 1 else kwargs.get("y")
@@ -253,7 +251,7 @@ def caller_variable(obj: Any) -> str | None:
             frame.f_globals,
         ):
             for name, value in list(scope.items()):
-                if value is obj and not name.startswith("_"):
+                if value is obj and name.isidentifier() and not name.startswith("_"):
                     return name
     finally:
         del frame
@@ -578,8 +576,6 @@ def _log_training_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: An
 
 
 def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
-    import numpy as np
-
     from mltrail.integrations.sklearn import _metrics
 
     y_pred = estimator.predict(X)
@@ -597,7 +593,6 @@ def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any)
     metrics["score"] = _score(estimator, X, y, weight, "classifier", metrics["accuracy_score"])
     if _config(call).log_plots and _plots_available():
         _submit_plots(call, report)
-    del np
     return metrics
 
 

@@ -1,14 +1,18 @@
-"""PNG plots of a classifier's training results, drawn with matplotlib off the caller's thread.
+"""PNG plots of a classifier's training results, drawn cheaply on the background thread.
 
-Only matplotlib's object-oriented API is used (a ``Figure`` with an Agg canvas, never
-``pyplot``), so drawing on the background thread leaves the user's figures and pyplot's global
-state alone. Each function takes small arrays (a confusion matrix, thinned curves) and returns
-PNG bytes.
+A matplotlib ``Figure`` costs 100-300 ms to draw, more than fitting many models; after every
+``fit`` that adds up (and a loop of fits would leave a long queue at exit). These plots are
+simple — a heat map with numbers, a few curves on a unit square — so they are drawn here
+straight into a numpy RGB array: rectangles, polylines and text, the text rendered by
+matplotlib's FreeType wrapper (``matplotlib.ft2font``, with the DejaVu Sans font matplotlib
+ships), and encoded with mltrail's own PNG writer. A plot takes a few milliseconds, needs no
+``pyplot`` and leaves matplotlib's global state alone. Without matplotlib there are no plots.
 """
 
 from __future__ import annotations
 
-import io
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +20,18 @@ import numpy as np
 
 from mltrail.integrations.sklearn._metrics import Curve
 
-_DPI = 80
+WHITE = (255, 255, 255)
+BLACK = (20, 20, 20)
+GREY = (150, 150, 150)
+LIGHT = (225, 225, 225)
+PALETTE = (  # matplotlib's tab10
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)
+_BLUES = ((247, 251, 255), (8, 48, 107))
+
+_font_lock = threading.Lock()
+_fonts: dict[int, Any] = {}
 
 
 def available() -> bool:
@@ -29,62 +44,190 @@ def available() -> bool:
         return False
 
 
-def _figure(size: tuple[float, float] = (4.8, 4.2)) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _font(size: int) -> Any:
+    font = _fonts.get(size)
+    if font is None:
+        import matplotlib
+        from matplotlib import ft2font
 
-    fig = Figure(figsize=size, dpi=_DPI)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+        path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+        font = ft2font.FT2Font(path)
+        font.set_size(size, 72)
+        _fonts[size] = font
+    return font
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+_rendered_cache: dict[tuple[str, int, bool], np.ndarray] = {}
+
+
+def _rendered(s: str, size: int, vertical: bool) -> np.ndarray:
+    """``s`` as an alpha mask in [0, 1] (cached: tick labels and titles repeat in every plot)."""
+    key = (s, size, vertical)
+    glyphs = _rendered_cache.get(key)
+    if glyphs is None:
+        with _font_lock:
+            font = _font(size)
+            font.set_text(s, 0.0)
+            font.draw_glyphs_to_bitmap(antialiased=True)
+            glyphs = np.asarray(font.get_image(), dtype=np.float32) / 255.0
+        if vertical:
+            glyphs = np.ascontiguousarray(np.rot90(glyphs))
+        if len(_rendered_cache) > 2048:
+            _rendered_cache.clear()
+        _rendered_cache[key] = glyphs
+    return glyphs
+
+
+class Canvas:
+    """An RGB image to draw on: ``img[y, x]``, origin at the top left."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.img = np.full((height, width, 3), 255, dtype=np.uint8)
+
+    @property
+    def width(self) -> int:
+        return int(self.img.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.img.shape[0])
+
+    def rect(self, x0: float, y0: float, x1: float, y1: float, color: Sequence[int]) -> None:
+        xa, xb = sorted((int(round(x0)), int(round(x1))))
+        ya, yb = sorted((int(round(y0)), int(round(y1))))
+        self.img[max(ya, 0):max(yb, 0), max(xa, 0):max(xb, 0)] = color
+
+    def frame(self, x0: float, y0: float, x1: float, y1: float, color: Sequence[int]) -> None:
+        self.rect(x0, y0, x1 + 1, y0 + 1, color)
+        self.rect(x0, y1, x1 + 1, y1 + 1, color)
+        self.rect(x0, y0, x0 + 1, y1 + 1, color)
+        self.rect(x1, y0, x1 + 1, y1 + 1, color)
+
+    def polyline(self, xs: np.ndarray, ys: np.ndarray, color: Sequence[int], width: int = 2,
+                 dash: int = 0) -> None:
+        """A line through the points (pixel coordinates), ``width`` pixels wide."""
+        if len(xs) < 2:
+            return
+        seg = np.hypot(np.diff(xs), np.diff(ys))
+        steps = np.maximum(np.ceil(seg * 2).astype(np.intp), 1)
+        idx = np.repeat(np.arange(len(seg)), steps)
+        frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(steps, steps)
+        px = xs[idx] + np.diff(xs)[idx] * frac
+        py = ys[idx] + np.diff(ys)[idx] * frac
+        if dash:
+            along = np.cumsum(np.r_[0.0, np.hypot(np.diff(px), np.diff(py))])
+            keep = (along // dash) % 2 == 0
+            px, py = px[keep], py[keep]
+        offsets = [(dx, dy) for dx in range(-(width // 2), width - width // 2)
+                   for dy in range(-(width // 2), width - width // 2)]
+        for dx, dy in offsets:
+            x = np.clip(np.round(px).astype(np.intp) + dx, 0, self.width - 1)
+            y = np.clip(np.round(py).astype(np.intp) + dy, 0, self.height - 1)
+            self.img[y, x] = color
+
+    def text(self, x: float, y: float, s: str, *, size: int = 11, color: Sequence[int] = BLACK,
+             anchor: str = "center", vertical: bool = False) -> None:
+        """Draw ``s`` with its anchor point (``"center"``, ``"left"``, ``"right"``) at (x, y)."""
+        if not s:
+            return
+        glyphs = _rendered(s, size, vertical)
+        h, w = glyphs.shape
+        if anchor == "left":
+            left = x
+        elif anchor == "right":
+            left = x - w
+        else:
+            left = x - w / 2
+        top = int(round(y - h / 2))
+        left = int(round(left))
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + h, self.height), min(left + w, self.width)
+        if y1 <= y0 or x1 <= x0:
+            return
+        alpha = glyphs[y0 - top:y1 - top, x0 - left:x1 - left, None]
+        region = self.img[y0:y1, x0:x1].astype(np.float32)
+        self.img[y0:y1, x0:x1] = (region * (1 - alpha) + np.asarray(color, np.float32) * alpha).astype(np.uint8)
+
+    def png(self) -> bytes:
+        from mltrail.core.images import to_png
+
+        return to_png(self.img)
+
+
+def _blue(value: float) -> tuple[int, int, int]:
+    a, b = _BLUES
+    t = min(max(value, 0.0), 1.0)
+    return (int(a[0] + (b[0] - a[0]) * t), int(a[1] + (b[1] - a[1]) * t), int(a[2] + (b[2] - a[2]) * t))
+
+
+def _short(label: str, limit: int = 12) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "~"
 
 
 def confusion_matrix_png(cm: np.ndarray, labels: Sequence[str], title: str) -> bytes:
     """A heat map of ``cm`` (rows: true label, columns: predicted), each cell annotated."""
     k = len(labels)
-    side = min(3.6 + 0.35 * k, 12.0)
-    fig, ax = _figure((side + 1.2, side))
-    ax.imshow(cm, cmap="Blues", interpolation="nearest")
-    if k <= 30:
-        high = cm.max() / 2 if cm.size else 0
-        integral = np.allclose(cm, np.round(cm))
-        for i in range(k):
-            for j in range(k):
+    cell = max(14, min(70, 420 // max(k, 1)))
+    margin_left, margin_top, margin_bottom = 110, 40, 80
+    side = cell * k
+    canvas = Canvas(margin_left + side + 30, margin_top + side + margin_bottom)
+    top_value = float(cm.max()) if cm.size and cm.max() > 0 else 1.0
+    integral = bool(np.allclose(cm, np.round(cm)))
+    numbers = k <= 25
+    size = 11 if cell >= 40 else 9 if cell >= 24 else 7
+    for i in range(k):
+        for j in range(k):
+            x0, y0 = margin_left + j * cell, margin_top + i * cell
+            share = float(cm[i, j]) / top_value
+            canvas.rect(x0, y0, x0 + cell, y0 + cell, _blue(share))
+            if numbers:
                 value = f"{cm[i, j]:.0f}" if integral else f"{cm[i, j]:.3g}"
-                ax.text(j, i, value, ha="center", va="center", fontsize=8,
-                        color="white" if cm[i, j] > high else "black")
-        short = [label if len(label) <= 12 else label[:11] + "…" for label in labels]
-        ax.set_xticks(range(k), short, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
-        ax.set_yticks(range(k), short)
-    ax.set_xlabel("Predicted label")
-    ax.set_ylabel("True label")
-    ax.set_title(title)
-    fig.tight_layout()
-    return _png(fig)
+                canvas.text(x0 + cell / 2, y0 + cell / 2, value, size=size,
+                            color=WHITE if share > 0.5 else BLACK)
+    canvas.frame(margin_left, margin_top, margin_left + side, margin_top + side, GREY)
+    if k <= 40:
+        for i, label in enumerate(labels):
+            canvas.text(margin_left - 6, margin_top + i * cell + cell / 2, _short(label), size=9, anchor="right")
+            canvas.text(margin_left + i * cell + cell / 2, margin_top + side + 8 + 30, _short(label), size=9,
+                        vertical=True)
+    canvas.text(margin_left + side / 2, margin_top + side + margin_bottom - 10, "Predicted label", size=11)
+    canvas.text(14, margin_top + side / 2, "True label", size=11, vertical=True)
+    canvas.text(canvas.width / 2, 18, title, size=12)
+    return canvas.png()
 
 
 def curves_png(curves: Sequence[Curve], *, kind: str, title: str) -> bytes:
     """ROC (``kind="roc"``) or precision-recall (``kind="pr"``) curves, one line per class."""
-    fig, ax = _figure()
-    name = "AUC" if kind == "roc" else "AP"
-    for curve in curves[:20]:
-        label = f"{curve.label} ({name} = {curve.area:.3f})" if len(curves) > 1 else f"{name} = {curve.area:.3f}"
-        ax.plot(curve.x, curve.y, linewidth=1.5, label=label)
+    left, top, side = 60, 36, 300
+    shown = list(curves[:10])
+    legend_rows = len(shown)
+    canvas = Canvas(left + side + 20, top + side + 50 + 16 * legend_rows)
+
+    def px(v: np.ndarray) -> np.ndarray:
+        return left + np.asarray(v, dtype=np.float64) * side
+
+    def py(v: np.ndarray) -> np.ndarray:
+        return top + side - np.asarray(v, dtype=np.float64) * side
+
+    for tick in np.linspace(0, 1, 6):
+        canvas.rect(px(tick), top, px(tick) + 1, top + side, LIGHT)
+        canvas.rect(left, py(tick), left + side, py(tick) + 1, LIGHT)
+        canvas.text(px(tick), top + side + 12, f"{tick:.1f}", size=9)
+        canvas.text(left - 6, py(tick), f"{tick:.1f}", size=9, anchor="right")
+    canvas.frame(left, top, left + side, top + side, GREY)
     if kind == "roc":
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-        ax.set_xlabel("False positive rate")
-        ax.set_ylabel("True positive rate")
+        canvas.polyline(px(np.array([0.0, 1.0])), py(np.array([0.0, 1.0])), GREY, width=1, dash=6)
+        xlabel, ylabel, name = "False positive rate", "True positive rate", "AUC"
     else:
-        ax.set_xlabel("Recall")
-        ax.set_ylabel("Precision")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_title(title)
-    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
+        xlabel, ylabel, name = "Recall", "Precision", "AP"
+    for n, curve in enumerate(shown):
+        color = PALETTE[n % len(PALETTE)]
+        canvas.polyline(px(curve.x), py(curve.y), color, width=2)
+        label = f"{name} = {curve.area:.3f}" if len(shown) == 1 else f"{_short(curve.label, 20)}: {name} = {curve.area:.3f}"
+        row = top + side + 44 + 16 * n
+        canvas.rect(left, row - 1, left + 18, row + 2, color)
+        canvas.text(left + 24, row, label, size=9, anchor="left")
+    canvas.text(left + side / 2, top + side + 28, xlabel, size=11)
+    canvas.text(14, top + side / 2, ylabel, size=11, vertical=True)
+    canvas.text(canvas.width / 2, 16, title, size=12)
+    return canvas.png()
