@@ -10,8 +10,12 @@ Environments use pip-backed venvs, so that ``torch==2.13.0`` comes from the CPU 
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "src"))
+from mltrail.autolog.registry import INTEGRATIONS  # noqa: E402 - the tested ranges live there
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -35,6 +39,59 @@ def tests(session: nox.Session) -> None:
     ignores = [f"--ignore=tests/integrations/test_{fw}.py" for fw in FRAMEWORK_TESTS]
     ignores += [f"--ignore=tests/integrations/{fw}" for fw in FRAMEWORK_TESTS]
     _pytest(session, "tests", *ignores)
+
+
+def _range(name: str) -> tuple[str, str]:
+    spec = INTEGRATIONS[name]
+    assert spec.min_version and spec.max_version, name
+    return f"=={spec.min_version}.*", f"=={spec.max_version}.*"
+
+
+def _matrix() -> list[tuple[str, str, list[str], list[str], dict[str, str]]]:
+    """(framework, which, packages, test paths, env) for every integration environment."""
+    sk_old, sk_new = _range("sklearn")
+    xgb_old, xgb_new = _range("xgboost")
+    lgb_old, lgb_new = _range("lightgbm")
+    pl_old, pl_new = _range("lightning")
+    keras_old, keras_new = _range("keras")
+    plots = ["matplotlib", "pillow"]
+    return [
+        ("sklearn", "oldest", [f"scikit-learn{sk_old}", "numpy<2", "pandas<2.3", *plots],
+         ["tests/integrations/test_sklearn.py"], {}),
+        ("sklearn", "latest", [f"scikit-learn{sk_new}", *plots], ["tests/integrations/test_sklearn.py"], {}),
+        ("boosting", "oldest", [f"xgboost-cpu{xgb_old}", f"lightgbm{lgb_old}", "scikit-learn", *plots],
+         ["tests/integrations/test_xgboost.py", "tests/integrations/test_lightgbm.py"], {}),
+        ("boosting", "latest", [f"xgboost-cpu{xgb_new}", f"lightgbm{lgb_new}", "scikit-learn", *plots],
+         ["tests/integrations/test_xgboost.py", "tests/integrations/test_lightgbm.py"], {}),
+        ("torch", "latest", [TORCH], ["tests/integrations/torch"], {}),
+        ("lightning", "oldest", [TORCH, f"lightning{pl_old}"], ["tests/integrations/lightning"], {}),
+        ("lightning", "latest", [TORCH, f"lightning{pl_new}", f"pytorch-lightning{pl_new}"],
+         ["tests/integrations/lightning"], {}),
+        ("keras-torch", "latest", [TORCH, f"keras{keras_new}"], ["tests/integrations/test_keras.py"],
+         {"KERAS_BACKEND": "torch"}),
+        ("keras-tf", "latest", ["tensorflow-cpu", f"keras{keras_new}"], ["tests/integrations/test_keras.py"],
+         {"KERAS_BACKEND": "tensorflow"}),
+    ]
+
+
+@nox.session(python=PYTHON, tags=["ci"])
+@nox.parametrize(
+    "framework,which,packages,paths,env",
+    [
+        nox.param(fw, which, pkgs, paths, env, id=f"{fw}-{which}", tags=[which])
+        for fw, which, pkgs, paths, env in _matrix()
+    ],
+)
+def integration(
+    session: nox.Session, framework: str, which: str, packages: list[str], paths: list[str], env: dict[str, str]
+) -> None:
+    """One framework at one end of its tested range, in its own environment."""
+    session.install("-e", ".[dev]", *packages)
+    existing = [p for p in paths if os.path.exists(p)]
+    if not existing:
+        session.error(f"no tests found for {framework}: {paths}")
+    session.env.update(env)
+    _pytest(session, *existing)
 
 
 @nox.session(python=PYTHON)

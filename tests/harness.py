@@ -40,8 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mltrail.autolog import AutologWarning
-from mltrail.autolog import _safety
+from mltrail.autolog import AutologWarning, _safety
 
 T = TypeVar("T")
 __all__ = ["UserError", "check_fault_tolerance", "check_user_exception", "non_strict"]

@@ -207,3 +207,75 @@ def test_config_is_frozen_and_extra_tags_are_read_only() -> None:
         config.silent = True  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.extra_tags["x"] = "y"  # type: ignore[index]
+
+
+def test_a_patch_that_no_longer_fits_the_framework_warns_and_the_rest_apply(
+    toy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import non_strict
+    from mltrail.autolog import AutologWarning
+
+    monkeypatch.setattr(toy, "PATCHES", (
+        Patch("toyfw", "Renamed.fit", run="none"),  # a framework release moved it
+        Patch("toyfw", "train", run="none"),
+    ))
+    with non_strict(), pytest.warns(AutologWarning, match="toy: patch toyfw:Renamed.fit failed"):
+        enable("toy")
+    assert [p for p in autolog_status()["toy"].patched if p.startswith("toyfw:")] == ["toyfw:train"]
+    disable("toy")
+    with pytest.raises(Exception, match="Renamed"):  # strict mode (the test suite's) raises it
+        enable("toy")
+
+
+def test_version_ranges() -> None:
+    from mltrail.autolog.registry import INTEGRATIONS, Integration, parse_version, supported_versions
+
+    spec = Integration("x", ("x",), "x", ("x",), "1.4", "1.9")
+    assert parse_version("2.1.0rc1+cpu") == (2, 1, 0)
+    assert [spec.supports(v) for v in ("1.3.9", "1.4", "1.4.0", "1.9.7", "1.10.0", "2.0")] == [
+        False, True, True, True, False, False,
+    ]
+    assert spec.version_range == ">=1.4, <=1.9.*"
+    versions = supported_versions()
+    assert "argparse" not in versions and versions["sklearn"] == (
+        INTEGRATIONS["sklearn"].min_version, INTEGRATIONS["sklearn"].max_version,
+    )
+    with pytest.raises(InvalidValueError):
+        parse_version("unknown")
+
+
+def test_when_skips_calls_the_integration_does_not_want(toy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(toy, "PATCHES", (
+        Patch("toyfw", "Estimator.fit", run="none", subclasses=True,
+              when=lambda call: call.instance.scale > 1,
+              post=lambda call, result: seen.append(type(call.instance).__name__)),
+    ))
+    enable("toy")
+    toyfw.Estimator(1.0).fit([1])
+    # The outer call was skipped, so it is not "a patched call": the inner one is logged.
+    toyfw.Ensemble([toyfw.Estimator(2.0)], scale=1.0).fit([1])
+    toyfw.Linear(3.0).fit([1])
+    assert seen == ["Estimator", "Linear"]
+
+
+def test_subclasses_of_a_base_without_the_method(toy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(toy, "PATCHES", (
+        Patch("toyfw", "Estimator.transform", run="none", subclasses=True,
+              post=lambda call, result: seen.append((type(call.instance).__name__, result))),
+    ))
+    enable("toy")
+
+    class Transformer(toyfw.Linear):  # Estimator has no transform; this class brings one
+        def transform(self, x: float) -> float:
+            return 2 * x
+
+    assert "transform" not in vars(toyfw.Estimator)
+    assert isinstance(vars(Transformer)["transform"], PatchWrapper)
+    assert Transformer().transform(3.0) == 6.0
+    assert seen == [("Transformer", 6.0)]
+    original = vars(Transformer)["transform"].__wrapped__
+    disable("toy")
+    assert vars(Transformer)["transform"] is original
+    assert "transform" not in vars(toyfw.Estimator)

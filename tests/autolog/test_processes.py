@@ -58,7 +58,7 @@ def test_patched_instances_methods_and_functions_round_trip(
 ) -> None:
     enable("toy")
     assert isinstance(vars(Scaled)["fit"], PatchWrapper)
-    for est, expected in zip(_estimators(), EXPECTED):
+    for est, expected in zip(_estimators(), EXPECTED, strict=True):
         fitted = est.fit([1, 2])
         again = loads(dumps(fitted))
         assert again == fitted and type(again) is type(fitted)

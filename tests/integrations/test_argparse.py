@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import check_fault_tolerance, check_user_exception
 
 import mltrail
-from mltrail.autolog import autolog_status, engine, owned_run, runs
-from mltrail.autolog import _safety
+from harness import check_fault_tolerance, check_user_exception
+from mltrail.autolog import _safety, autolog_status, engine, owned_run, runs
 from mltrail.integrations import argparse as argparse_autolog
 
 ORIGINALS = {
@@ -52,7 +51,7 @@ def _params(run_id: str) -> dict[str, str]:
 def test_namespace_params_helper() -> None:
     ns = argparse.Namespace(
         lr=0.5, tags=["a", "b"], none=None, func=print, _private=1, stream=io.StringIO(),
-        out=open(os.devnull, "w"), **{"bad key!": 1, "long": "x" * 7000},  # noqa: SIM115
+        out=open(os.devnull, "w"), **{"bad key!": 1, "long": "x" * 7000},
     )
     try:
         params = argparse_autolog.namespace_params(ns, prefix="args.", exclude={"none"})

@@ -25,15 +25,13 @@ xgb = pytest.importorskip("xgboost")
 np = pytest.importorskip("numpy")
 datasets = pytest.importorskip("sklearn.datasets")
 
-from harness import check_fault_tolerance, check_user_exception  # noqa: E402
-
 import mltrail  # noqa: E402
-from mltrail.autolog import _safety, autolog_status, engine, runs  # noqa: E402
+from harness import check_fault_tolerance, check_user_exception  # noqa: E402
+from mltrail.autolog import _safety, engine, runs  # noqa: E402
 from mltrail.autolog._safety import InjectedFault, inject_fault  # noqa: E402
 from mltrail.integrations import _boosting  # noqa: E402
 from mltrail.integrations import xgboost as mlx  # noqa: E402
 
-XGB_MAJOR = int(xgb.__version__.split(".")[0])
 
 
 @pytest.fixture(autouse=True)
@@ -517,7 +515,7 @@ def test_our_failures_never_break_train(sqlite_uri: str, cancer: dict[str, Any])
         integration="xgboost",
         expect_points={"when", "run_start", "pre", "after_iteration", "post", "run_end"},
     )
-    assert points == ["after_iteration", "post", "pre", "run_end", "run_start", "when"]
+    assert points == ["after_iteration", "after_training", "post", "pre", "run_end", "run_start", "when"]
 
 
 def test_our_failures_never_break_fit(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -536,31 +534,45 @@ def test_our_failures_never_break_fit(sqlite_uri: str, cancer: dict[str, Any]) -
     )
 
 
-def test_disable_restores_the_originals_and_twice_is_one_wrapper(sqlite_uri: str) -> None:
-    from xgboost import sklearn as xsk
-    from xgboost import training
+DISABLE_SCRIPT = """
+import mltrail, xgboost as xgb
+from xgboost import sklearn as xsk, training
+from mltrail.autolog import autolog_status
+from mltrail.integrations import xgboost as mlx
 
-    originals = {
-        (xgb, "train"): vars(xgb)["train"],
-        (training, "train"): vars(training)["train"],
-        (xsk.XGBModel, "fit"): vars(xsk.XGBModel)["fit"],
-        (xsk.XGBClassifier, "fit"): vars(xsk.XGBClassifier)["fit"],
-        (xsk.XGBRanker, "fit"): vars(xsk.XGBRanker)["fit"],
-    }
-    mlx.autolog()
-    mlx.autolog(model_format="json")  # again: the config changes, the wrappers stay
-    patched = autolog_status()["xgboost"].patched
-    assert len(patched) == len(set(patched))
-    assert {"xgboost:train", "xgboost.training:train", "xgboost.sklearn:XGBModel.fit",
-            "xgboost.sklearn:XGBClassifier.fit", "xgboost.sklearn:XGBRanker.fit"} <= set(patched)
-    for (owner, attr), original in originals.items():
-        wrapper = vars(owner)[attr]
-        assert wrapper is not original and wrapper.__wrapped__ is original  # one layer, not two
-    assert "fit" not in vars(xsk.XGBRegressor)  # inherits XGBModel.fit: nothing created on it
-    mlx.autolog(disable=True)
-    for (owner, attr), original in originals.items():
-        assert vars(owner)[attr] is original
-    assert autolog_status()["xgboost"].state == "off"
+originals = {
+    (xgb, "train"): vars(xgb)["train"],
+    (training, "train"): vars(training)["train"],
+    (xsk.XGBModel, "fit"): vars(xsk.XGBModel)["fit"],
+    (xsk.XGBClassifier, "fit"): vars(xsk.XGBClassifier)["fit"],
+    (xsk.XGBRanker, "fit"): vars(xsk.XGBRanker)["fit"],
+}
+mlx.autolog()
+mlx.autolog(model_format="json")  # again: the config changes, the wrappers stay
+patched = autolog_status()["xgboost"].patched
+assert len(patched) == len(set(patched)), patched
+assert {"xgboost:train", "xgboost.training:train", "xgboost.sklearn:XGBModel.fit",
+        "xgboost.sklearn:XGBClassifier.fit", "xgboost.sklearn:XGBRanker.fit"} <= set(patched), patched
+for (owner, attr), original in originals.items():
+    wrapper = vars(owner)[attr]
+    assert wrapper is not original and wrapper.__wrapped__ is original, (owner, attr)  # one layer
+assert "fit" not in vars(xsk.XGBRegressor)  # inherits XGBModel.fit: nothing created on it
+mlx.autolog(disable=True)
+for (owner, attr), original in originals.items():
+    assert vars(owner)[attr] is original, (owner, attr)
+assert autolog_status()["xgboost"].state == "off"
+print("ok")
+"""
+
+
+def test_disable_restores_the_originals_and_twice_is_one_wrapper(tmp_path: Path) -> None:
+    # A fresh interpreter: what other tests patched (and other integrations stacked on the same
+    # slots) cannot leak into what this test reads.
+    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
+    proc = subprocess.run([sys.executable, "-c", DISABLE_SCRIPT], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
 
 
 SCRIPT = """

@@ -35,7 +35,7 @@ class AutologWarning(UserWarning):
     """A step of mltrail's autolog failed; the user's call went on without it."""
 
 
-class InjectedFault(Exception):  # noqa: N818 - the name says what it is
+class InjectedFault(Exception):
     """Raised at a hook point by the fault-injection harness (never outside tests)."""
 
 
@@ -201,12 +201,11 @@ _OUR_DIRS: tuple[str, ...] = ()
 def _internal(frame: FrameType) -> bool:
     global _OUR_DIRS
     if not _OUR_DIRS:
-        import mltrail
-
-        dirs = [os.path.dirname(os.path.abspath(mltrail.__file__ or ""))]
-        wrapt = sys.modules.get("wrapt")
-        if wrapt is not None and getattr(wrapt, "__file__", None):
-            dirs.append(os.path.dirname(os.path.abspath(wrapt.__file__)))
+        # mltrail's package directory (two levels up from here) and wrapt's.
+        dirs = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        wrapt_file = getattr(sys.modules.get("wrapt"), "__file__", None)
+        if isinstance(wrapt_file, str):
+            dirs.append(os.path.dirname(os.path.abspath(wrapt_file)))
         _OUR_DIRS = tuple(d + os.sep for d in dirs)
     filename = frame.f_code.co_filename
     return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_OUR_DIRS)

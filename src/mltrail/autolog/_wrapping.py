@@ -60,7 +60,7 @@ def _import_path(module: str, qualname: str) -> Any:
     return obj
 
 
-class _BoundPatchWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class _BoundPatchWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """A patched method bound to an instance or class (``est.fit``)."""
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -84,7 +84,7 @@ class _BoundPatchWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
         return getattr(copy.deepcopy(self._self_instance, memo), self._self_parent._self_attribute)
 
 
-class PatchWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+class PatchWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """What a patched slot holds: the original, wrapped with the engine's three steps."""
 
     __bound_function_wrapper__ = _BoundPatchWrapper
@@ -139,13 +139,18 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         session = None
         try:
             if owns:
-                session = safely(name, "run_start", open_run, name, call.config, mode, child, None, None)
+                try:
+                    if _safety._faults_on:
+                        _safety._fault_check(name, "run_start")
+                    session = open_run(name, call.config, mode, child, None, None)
+                except Exception as exc:
+                    if _safety.strict():
+                        raise
+                    _safety.report(name, "run_start", exc)
                 if session is SKIP:
                     return wrapped(*args, **kwargs)
-                if session:
+                if session is not None:
                     call.run = session.handle
-                else:
-                    session = None  # no run to log into (or opening it failed): nothing to close
             if pre is not None:
                 call.kwargs = dict(kwargs)  # pre's own copy: a failing pre leaves the user's intact
                 try:
@@ -233,11 +238,22 @@ def _ours(obj: Any, rt: _Runtime) -> bool:
 
 
 def apply_patch(rt: _Runtime, patch: Patch, module: Any) -> None:
-    """Apply ``patch`` to ``module`` (imported), unless it is in place already."""
+    """Apply ``patch`` to ``module`` (imported), unless it is in place already.
+
+    With ``subclasses=True`` the base class need not have the method itself
+    (``BaseEstimator.fit``): then only the subclasses that define it are patched.
+    """
+    if patch.subclasses:
+        class_path, attribute = patch.path.rsplit(".", 1)
+        base = wrapt.resolve_path(module, class_path)[2]
+        if isinstance(base, type):
+            if any(attribute in vars(cls) for cls in base.__mro__):
+                parent, attribute, original = wrapt.resolve_path(base, attribute)
+                _wrap_slot(rt, patch, parent, attribute, original)
+            _watch_subclasses(rt, patch, base, attribute)
+            return
     parent, attribute, original = wrapt.resolve_path(module, patch.path)
     _wrap_slot(rt, patch, parent, attribute, original)
-    if patch.subclasses and isinstance(parent, type):
-        _watch_subclasses(rt, patch, parent, attribute)
 
 
 def _wrap_slot(rt: _Runtime, patch: Patch, parent: Any, attribute: str, original: Any) -> None:
@@ -257,7 +273,8 @@ def _subclasses(base: type) -> Iterator[type]:
     seen: set[type] = set()
     stack = [base]
     while stack:
-        for sub in type.__subclasses__(stack.pop()):
+        subclasses: list[type] = type.__subclasses__(stack.pop())
+        for sub in subclasses:
             if sub not in seen:
                 seen.add(sub)
                 stack.append(sub)
@@ -302,17 +319,18 @@ def _watch_subclasses(rt: _Runtime, patch: Patch, base: type, attribute: str) ->
 def _install_init_subclass(base: type) -> None:
     prior = vars(base).get("__init_subclass__", _MISSING)
 
-    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+    def __init_subclass__(cls: Any, /, **kwargs: Any) -> None:
         if prior is _MISSING:
-            super(base, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+            parent: Any = super(base, cls)
+            parent.__init_subclass__(**kwargs)
         else:
             prior.__get__(None, cls)(**kwargs)
         for rt, patch, attribute in list(_watchers.get(base, ())):
             if rt.on:
                 safely(rt.name, "subclass", adopt, rt, patch, cls, attribute)
 
-    hook = classmethod(__init_subclass__)
-    setattr(base, "__init_subclass__", hook)
+    hook: Any = classmethod(__init_subclass__)
+    wrapt.apply_patch(base, "__init_subclass__", hook)
     _hooks[base] = Applied(base, "__init_subclass__", prior, hook, prior is _MISSING)
 
 

@@ -48,7 +48,8 @@ class Patch:
             already logged into that run (a second ``fit`` in one user run).
         when: ``when(call) -> bool``: skip (call the original untouched) when it returns False.
         subclasses: ``path`` is ``"Class.method"``, and every subclass of ``Class`` that defines
-            its own ``method`` is patched too, including classes defined later.
+            its own ``method`` is patched too, including classes defined later. ``Class`` itself
+            need not have ``method`` (``BaseEstimator.fit``).
         include: with ``subclasses``, ``include(cls) -> bool`` selects the subclasses to patch.
     """
 
@@ -95,7 +96,7 @@ class Call:
         state: a dict for ``pre`` to leave things for ``post``.
     """
 
-    __slots__ = ("args", "config", "instance", "integration", "kwargs", "patch", "run", "state")
+    __slots__ = ("_state", "args", "config", "instance", "integration", "kwargs", "patch", "run")
 
     def __init__(
         self,
@@ -113,7 +114,15 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.run: RunHandle = _NO_RUN
-        self.state: dict[str, Any] = {}
+
+    @property
+    def state(self) -> dict[str, Any]:
+        # Made on first use: most calls never need one, and every call pays for what __init__ does.
+        try:
+            return self._state
+        except AttributeError:
+            self._state: dict[str, Any] = {}
+            return self._state
 
     def __repr__(self) -> str:
         return f"<Call {self.integration} {self.patch.target}>"

@@ -199,6 +199,10 @@ def open_run(
     into is busy with another thread's patched call.
     """
     active = (_fluent or _load_fluent()).active_run()
+    if active is None and mode != "own":
+        return None
+    if _global_rank() != 0:
+        return None  # rank-zero discipline: other ranks of a distributed job log nothing
     if active is not None:
         run_id = active.info.run_id
         if _busy.get(run_id):
@@ -216,8 +220,6 @@ def open_run(
             _mark_busy(session, run_id)
             session.handle = RunHandle(active, integration, owned=False)
             return session
-    elif mode != "own" or _global_rank() != 0:
-        return None
     run = _start_owned(integration, config, nested=active is not None, run_name=run_name, tags=tags)
     session = _Session()
     session.owned_run = run
@@ -248,7 +250,7 @@ def _start_owned(
     all_tags = {AUTOLOG_TAG: integration, **config.extra_tags, **(tags or {})}
     token = _opening_owned.set(integration)
     try:
-        run = fluent.start_run(nested=nested, run_name=run_name, tags=all_tags)
+        run: ActiveRun = fluent.start_run(nested=nested, run_name=run_name, tags=all_tags)
     finally:
         _opening_owned.reset(token)
     _owned_ids.add(run.info.run_id)
@@ -360,7 +362,6 @@ def owned_run(
 # ---------------------------------------------------------------------- params held for later
 _pending: dict[str, dict[str, str]] = {}  # integration -> params, in the order first seen
 _pending_lock = threading.Lock()
-_hook_registered = False
 
 
 def hold_params(integration: str, params: Mapping[str, str]) -> None:
@@ -405,15 +406,10 @@ def drain_into(active: ActiveRun) -> None:
 
 
 def install_start_hook() -> None:
-    """Register :func:`drain_into` with the fluent API (once per process)."""
-    global _hook_registered
-    if _hook_registered:
-        return
-    from mltrail.core import fluent
-
-    if drain_into not in fluent._start_run_hooks:
-        fluent._start_run_hooks.append(drain_into)
-    _hook_registered = True
+    """Register :func:`drain_into` with the fluent API (once)."""
+    hooks = (_fluent or _load_fluent())._start_run_hooks
+    if drain_into not in hooks:
+        hooks.append(drain_into)
 
 
 def _reset_for_tests() -> None:

@@ -412,6 +412,13 @@ class Writer:
             return
         if self._pid != os.getpid():
             self._after_fork()
+        # Import what the writer thread needs here, on the caller's thread: a fork that lands
+        # while another thread is importing a module leaves the child that module's import
+        # lock held forever.
+        import numpy  # noqa: F401
+
+        import mltrail.core.store.sql  # noqa: F401
+
         with self._registry_lock:
             thread = self._thread
             if thread is not None and thread.is_alive() and not self._stop_event.is_set():
@@ -700,8 +707,35 @@ def _register_exit_flush() -> None:
         _log.debug("could not register the multiprocessing exit flush", exc_info=True)
 
 
+# How long a fork waits for a write in progress to finish.
+_FORK_WAIT = 5.0
+_fork_tls = threading.local()
+
+
+def _before_fork() -> None:
+    """Hold forks until the writer is between writes (at most ``_FORK_WAIT`` seconds).
+
+    A child must not start from a moment when the writer thread was inside SQLite, libpq or an
+    import: the locks held there would stay held in the child forever.
+    """
+    writer = _writer
+    if writer is None or writer._pid != os.getpid():
+        return
+    lock = writer._io_lock
+    if lock.acquire(timeout=_FORK_WAIT):
+        _fork_tls.held = lock
+
+
+def _after_fork_in_parent() -> None:
+    lock = getattr(_fork_tls, "held", None)
+    if lock is not None:
+        _fork_tls.held = None
+        lock.release()
+
+
 def _after_fork_in_child() -> None:
     global _writer_lock
+    _fork_tls.held = None  # the child gets new locks instead
     _writer_lock = threading.Lock()
     if _writer is not None:
         _writer._after_fork()
@@ -709,4 +743,8 @@ def _after_fork_in_child() -> None:
 
 atexit.register(_flush_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -92,8 +92,8 @@ def _is_file(value: Any) -> bool:
 def _post(call: Call, result: Any) -> None:
     namespace = result[0] if isinstance(result, tuple) else result
     config = call.config
-    prefix = getattr(config, "prefix", "")
-    exclude = getattr(config, "exclude", frozenset())
+    prefix: str = getattr(config, "prefix", "")
+    exclude: frozenset[str] = getattr(config, "exclude", frozenset())
     params = namespace_params(namespace, prefix=prefix, exclude=exclude)
     if not params:
         return

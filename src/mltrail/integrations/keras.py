@@ -55,13 +55,15 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from mltrail.autolog import AutologConfig, Call, Patch, enable, safe_hook, safely
 from mltrail.core.entities import Dataset
 from mltrail.core.errors import InvalidValueError, NotFoundError, ParamConflictError
 
-__all__ = ["Config", "MLTrailCallback", "autolog", "dataset_fingerprint", "load_model", "log_model"]
+# MLTrailCallback is made on first access (module __getattr__ below), once Keras is imported.
+__all__ = ["Config", "MLTrailCallback", "autolog", "dataset_fingerprint", "load_model", "log_model"]  # noqa: F822
 
 NAME = "keras"
 MODEL_FILE = "model.keras"
@@ -210,7 +212,7 @@ def param_text(value: Any) -> str | None:
     if isinstance(value, str):
         text = value
     elif isinstance(value, float):
-        text = repr(value)
+        text = _short_float(value)
     elif callable(value) and not isinstance(value, type):
         text = getattr(value, "__name__", None) or type(value).__name__
     else:
@@ -219,6 +221,22 @@ def param_text(value: Any) -> str | None:
         return None
     if len(text) > _MAX_PARAM_CHARS:
         text = text[: _MAX_PARAM_CHARS - 3] + "..."
+    return text
+
+
+def _short_float(value: float) -> str:
+    """``repr(value)``, or the shorter float32 text when ``value`` is a float32 widened.
+
+    Keras keeps hyperparameters in float32 variables: ``0.005`` comes back from ``get_config()``
+    as ``0.004999999888241291``; the param should read what the user wrote.
+    """
+    text = repr(value)
+    if len(text) > 10 and math.isfinite(value):
+        import numpy as np
+
+        single = np.float32(value)
+        if float(single) == value:
+            return str(single)
     return text
 
 
@@ -460,7 +478,7 @@ def _length(x: Any) -> int | None:
     if hasattr(x, "__next__") or not (hasattr(x, "__getitem__") or hasattr(x, "__iter__")):
         return None
     try:
-        return int(len(x))
+        return len(x)
     except Exception:  # noqa: BLE001 - a container without a length
         return None
 
@@ -554,7 +572,7 @@ def split_for_validation(x: Any, y: Any, validation_split: float) -> tuple[Any, 
     if not validation_split or features is None:
         return x, y, None, None
     n = next((int(a.shape[0]) for a in features.values() if a.ndim), 0)
-    split_at = int(math.floor(n * (1.0 - validation_split)))
+    split_at = math.floor(n * (1.0 - validation_split))
 
     def cut(value: Any, start: int, end: int | None) -> Any:
         if value is None:
@@ -719,7 +737,7 @@ def _discover_context(callback: Any) -> _FitContext:
     """
     import keras
 
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     peers: list[Any] | None = None
     for _ in range(24):
         if frame is None:
@@ -916,18 +934,20 @@ def callback_class() -> type:
     return cls
 
 
-def _validated_every(n: Any) -> int | None:
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+def _validated_every(n: object) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         msg = f"log_every_n_steps must be a positive int or None, got {n!r}"
         raise InvalidValueError(msg)
-    return n  # type: ignore[no-any-return]
+    return n
 
 
 def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a few lines
+def _make_callback_class() -> type:
     import keras
 
     class MLTrailCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -974,6 +994,8 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
             super().__init__()
             self.run_id = run_id
             self.log_every_n_steps = _validated_every(log_every_n_steps)
+            self._every: int = self.log_every_n_steps or 1
+            self._per_call = 1  # training steps per batch hook call (steps_per_execution)
             self.log_model = log_model
             self.log_model_summary = log_model_summary
             self.log_datasets = log_datasets
@@ -990,6 +1012,7 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
             self._seen = 0  # batches seen this epoch, when Keras does not know the count
             self._iteration_offset = 0
             self._schedule: Any = None
+            self._batch_keys: dict[str, str] = {}  # Keras's name -> our key, made once each
             self._uploader: _CheckpointUploader | None = None
             if self.log_every_n_steps is not None:
                 # Keras decides whether a fit needs per-batch callback work by looking at which
@@ -1016,6 +1039,8 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
             initial = int(context.initial_epoch or 0)
             self._epoch_base = initial * self._steps if self._steps else 0
             self._seen = 0
+            per_call = getattr(model, "steps_per_execution", 1)
+            self._per_call = per_call if isinstance(per_call, int) and per_call > 0 else 1
             if self.log_every_n_steps is not None:
                 safely(NAME, "schedule", self._find_schedule, model, initial)
             if self.log_params:
@@ -1081,7 +1106,10 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
                     if batch >= self._seen:
                         self._seen = batch + 1
             step = self._epoch_base + batch
-            if step % self.log_every_n_steps or not logs:
+            # Log when a multiple of n lies in the steps this call covers: one step, or
+            # steps_per_execution steps on TensorFlow, where Keras reports only the last.
+            every = self._every
+            if step // every == (step - self._per_call) // every or not logs or self._run is None:
                 return
             try:
                 self._log_batch(step, logs)
@@ -1090,17 +1118,24 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
                     self._batch_error = exc
 
         def _log_batch(self, step: int, logs: Mapping[str, Any]) -> None:
-            run = self._run
-            if not run:
-                return
-            metrics = numeric_logs(logs, BATCH_PREFIX)
+            keys = self._batch_keys
+            metrics: dict[str, float] = {}
+            for name, value in logs.items():
+                key = keys.get(name)
+                if key is None:
+                    key = keys[name] = BATCH_PREFIX + metric_key(name)
+                if type(value) is not float:
+                    value = to_float(value)
+                    if value is None:
+                        continue
+                metrics[key] = value
             schedule = self._schedule
             if schedule is not None:
                 lr = to_float(schedule(step + self._iteration_offset))
                 if lr is not None:
                     metrics[BATCH_PREFIX + "learning_rate"] = lr
             with self._lock:
-                run.log_metrics(metrics, step=step)
+                self._run.log_metrics(metrics, step=step)
 
         def _report_batch_error(self) -> None:
             error, self._batch_error = self._batch_error, None
@@ -1114,7 +1149,7 @@ def _make_callback_class() -> type:  # noqa: C901 - one class, its hooks each a 
         def _find_schedule(self, model: Any, initial_epoch: int) -> None:
             optimizer = getattr(model, "optimizer", None)
             self._schedule = learning_rate_schedule(optimizer)
-            if self._schedule is not None:
+            if optimizer is not None and self._schedule is not None:
                 iterations = int(to_float(optimizer.iterations) or 0)
                 self._iteration_offset = iterations - self._epoch_base
 

@@ -127,12 +127,18 @@ def iteration_metrics(results: Iterable[Any], keys: b.MetricKeys) -> dict[str, f
     return out
 
 
-def training_summary(booster: Any) -> dict[str, float]:
-    """``best_iteration``, ``best_score`` and ``stopped_iteration`` where early stopping set them."""
+def training_summary(booster: Any, last_iteration: int | None = None) -> dict[str, float]:
+    """``best_iteration``, ``best_score`` and ``stopped_iteration`` where early stopping set them.
+
+    ``lightgbm.train`` hands back a booster cut at its best iteration, so the iteration training
+    stopped at is the last one a callback saw (``last_iteration``), not the booster's count.
+    """
     best = int(getattr(booster, "best_iteration", 0) or 0)
     if best <= 0:
         return {}
-    out = {"best_iteration": float(best), "stopped_iteration": float(booster.current_iteration() - 1)}
+    out = {"best_iteration": float(best)}
+    if last_iteration is not None and last_iteration >= 0:
+        out["stopped_iteration"] = float(last_iteration)
     train_name = getattr(booster, "_train_data_name", "training")
     for data_name, per_metric in (getattr(booster, "best_score", None) or {}).items():
         if data_name != train_name and per_metric:
@@ -179,13 +185,19 @@ def dataset_fingerprint(dataset: Any, name: str | None = None) -> Dataset | None
 
 # ---------------------------------------------------------------------- logging a trained model
 def _finish(
-    run: Any, booster: Any, opts: _Options, *, skip_params: Iterable[str] = (), estimator: Any = None
+    run: Any,
+    booster: Any,
+    opts: _Options,
+    *,
+    skip_params: Iterable[str] = (),
+    estimator: Any = None,
+    last_iteration: int | None = None,
 ) -> None:
     """Log what a finished training left: default params, summary, importances, the model."""
     # The full text when the model is saved anyway; else one iteration's, for its params block.
     text = booster.model_to_string() if opts.log_models else booster.model_to_string(num_iteration=1)
     b.log_params_tolerant(run, b.loggable_params(model_params(text), skip=skip_params))
-    summary = training_summary(booster)
+    summary = training_summary(booster, last_iteration)
     if summary:
         run.log_metrics(summary)
     if opts.importance_types:
@@ -236,7 +248,7 @@ def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:
     path = os.path.join(local, model_file)
     if model_file.endswith(".pkl"):
         with open(path, "rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - the user's own run; documented above
+            return pickle.load(fh)
     return lightgbm.Booster(model_file=path)
 
 
@@ -294,6 +306,7 @@ class MLTrailCallback:
         self._started: Any = None
         self._logged: set[str] = set()
         self._keys = b.MetricKeys()
+        self.last_iteration: int | None = None  # the last iteration LightGBM called us for
 
     # Only the options travel through copy and pickle (an estimator's clone, a worker).
     def __getstate__(self) -> dict[str, Any]:
@@ -306,6 +319,7 @@ class MLTrailCallback:
     def __call__(self, env: Any) -> None:
         if env.iteration == env.begin_iteration:
             safely(NAME, "before_training", self._open, env)
+        self.last_iteration = env.iteration
         results = env.evaluation_result_list
         if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
             safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
@@ -328,7 +342,8 @@ class MLTrailCallback:
     def _close(self, booster: Any) -> None:
         try:
             if self._run:
-                _finish(self._run, booster, self.options, skip_params=self._logged)
+                _finish(self._run, booster, self.options, skip_params=self._logged,
+                        last_iteration=self.last_iteration)
         finally:
             b.end_started(self._started)
             self._started = None
@@ -348,6 +363,7 @@ class _AutologCallback(MLTrailCallback):
         return {"run_id": None, "options": self.options}
 
     def __call__(self, env: Any) -> None:
+        self.last_iteration = env.iteration
         results = env.evaluation_result_list
         if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
             safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
@@ -394,7 +410,7 @@ def _pre_train(call: Call) -> None:
             b.argument(train, call.args, call.kwargs, "valid_names"),
         )
     callbacks = b.argument(train, call.args, call.kwargs, "callbacks")
-    callback = _AutologCallback(run, _options(call.config))
+    callback = call.state["callback"] = _AutologCallback(run, _options(call.config))
     call.args, call.kwargs = b.set_argument(
         train, call.args, call.kwargs, "callbacks", [*(callbacks or ()), callback]
     )
@@ -423,9 +439,15 @@ def _log_datasets(run: Any, train_set: Any, valid_sets: Any, valid_names: Any) -
             run.log_input(found, context="evaluation")
 
 
+def _last_iteration(call: Call) -> int | None:
+    callback = call.state.get("callback")
+    return callback.last_iteration if callback is not None else None
+
+
 def _post_train(call: Call, booster: Any) -> None:
     if call.run:
-        _finish(call.run, booster, _options(call.config), skip_params=call.state.get("logged", ()))
+        _finish(call.run, booster, _options(call.config), skip_params=call.state.get("logged", ()),
+                last_iteration=_last_iteration(call))
 
 
 # ---------------------------------------------------------------------- the scikit-learn API
@@ -472,7 +494,7 @@ def _pre_fit(call: Call) -> None:
             if found is not None:
                 run.log_input(found, context="evaluation")
     callbacks = b.argument(fit, full_args, call.kwargs, "callbacks")
-    callback = _AutologCallback(run, _options(call.config))
+    callback = call.state["callback"] = _AutologCallback(run, _options(call.config))
     new_args, call.kwargs = b.set_argument(fit, full_args, call.kwargs, "callbacks", [*(callbacks or ()), callback])
     call.args = new_args[1:]
 
@@ -495,7 +517,8 @@ def _post_fit(call: Call, result: Any) -> None:
     run = call.run
     if run:
         est = call.instance
-        _finish(run, est.booster_, _options(call.config), skip_params=call.state.get("logged", ()), estimator=est)
+        _finish(run, est.booster_, _options(call.config), skip_params=call.state.get("logged", ()),
+                estimator=est, last_iteration=_last_iteration(call))
 
 
 # ---------------------------------------------------------------------- the patches

@@ -52,8 +52,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from typing_extensions import override
-
 from mltrail.autolog import FAILED, AutologConfig, Call, Patch, RunHandle, enable, safe_hook, safely
 from mltrail.integrations import torch as _torch
 
@@ -417,8 +415,8 @@ class _LoggerMixin:
 
     @property
     def run_id(self) -> str | None:
-        """The run's id (starting the run on rank zero if needed)."""
-        if _rank() == 0:
+        """The run's id (starting the run on rank zero if there is none yet; never resuming it)."""
+        if self._run_id is None and _rank() == 0:
             self._handle()
         return self._run_id
 

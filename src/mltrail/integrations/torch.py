@@ -59,8 +59,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mltrail.autolog import AutologConfig, Call, Patch, enable, get_config, safely
-from mltrail.autolog import _safety
+from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, get_config, safely
 from mltrail.autolog.call import CURRENT
 
 if TYPE_CHECKING:
@@ -387,19 +386,34 @@ def log_file_artifact(
 _started: set[str] = set()  # runs this integration started (they end at interpreter exit)
 
 
+_engine: Any = None
+_fluent: Any = None
+
+
+def _runtime() -> Any:
+    """The engine's live state for this integration (``.on``, ``.config``), or None."""
+    global _engine
+    if _engine is None:
+        from mltrail.autolog import engine
+
+        _engine = engine
+    return _engine._runtimes.get(NAME)
+
+
 def _on() -> bool:
     """Whether the torch integration is active (its patches in place)."""
-    from mltrail.autolog import engine
-
-    rt = engine._runtimes.get(NAME)
-    return rt is not None and rt.on
+    rt = _runtime()
+    return rt is not None and bool(rt.on)
 
 
 def _run_for(config: AutologConfig, *, start: bool = True) -> ActiveRun | None:
     """The run the loop logs into: the active one, else (rank zero) one we start."""
-    from mltrail.core import fluent
+    global _fluent
+    if _fluent is None:
+        from mltrail.core import fluent
 
-    active = fluent.active_run()
+        _fluent = fluent
+    active = _fluent.active_run()
     if active is not None:
         if config.exclusive and active.info.run_id not in _started:
             return None
@@ -443,27 +457,37 @@ class _Deferred:
     def add(self, buffer: RunBuffer, step: int, values: Mapping[str, Any]) -> None:
         """Log ``values`` (floats, or 0-d tensors) at ``step`` without waiting for a device."""
         ready: dict[str, float] = {}
-        waiting: dict[str, Any] = {}
+        waiting: dict[Any, dict[str, Any]] = {}
         for key, value in values.items():
-            if hasattr(value, "device") and value.device.type == "cuda":
-                waiting[key] = value
+            if self.waits(value):
+                waiting.setdefault(value.device, {})[key] = value
             elif hasattr(value, "item"):
                 ready[key] = float(value.item())  # CPU (no device to wait for) or another backend
             else:
                 ready[key] = value
         if ready:
             buffer.log_metrics(ready, step)
-        if waiting:
-            import torch
-
-            keys = list(waiting)
-            stacked = torch.stack([waiting[k].detach().float().reshape(()) for k in keys])
-            host = stacked.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(stacked.device))
-            self.items.append((buffer, step, keys, host, event))
+        for group in waiting.values():
+            host, event = self.copy(list(group.values()))
+            self.items.append((buffer, step, list(group), host, event))
         if self.items:
             self.poll(block=False)
+
+    @staticmethod
+    def waits(value: Any) -> bool:
+        """Whether reading ``value`` on the host would wait for a device (a CUDA tensor)."""
+        return hasattr(value, "device") and value.device.type == "cuda"
+
+    @staticmethod
+    def copy(tensors: list[Any]) -> tuple[Any, Any]:
+        """Start copying device scalars to the host; return the host tensor and a CUDA event."""
+        import torch
+
+        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors])
+        host = stacked.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(stacked.device))
+        return host, event
 
     def poll(self, *, block: bool) -> None:
         items = self.items
@@ -549,55 +573,72 @@ def _adopt_torch_frames(frame: Any) -> None:
     """
     global _TORCH_DIR
     if not _TORCH_DIR:
-        torch = sys.modules["torch"]
-        _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+        torch_file = getattr(sys.modules.get("torch"), "__file__", None) or "torch"
+        _TORCH_DIR = os.path.dirname(os.path.abspath(torch_file)) + os.sep
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_TORCH_DIR):
         _safety.wrapper_codes.add(frame.f_code)
         frame = frame.f_back
 
 
 def _on_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-    """torch's global optimizer step post hook: count the step, log every n steps."""
+    """torch's global optimizer step post hook: count the step, log every n steps.
+
+    The hot path of the integration (every optimizer step): the safety net is written out
+    here, as the engine's wrapper does, to spare a call per step.
+    """
     global _pending_loss, _pending_norm, _pending_count
-    if not _on():
+    rt = _engine._runtimes.get(NAME) if _engine is not None else _runtime()
+    if rt is None or not rt.on:
         _remove_step_hook()  # autolog was turned off: leave torch's hook registry as it was
         return
-    if CURRENT.get() is not None or _suspended:  # another integration records this loop
+    if _suspended or CURRENT.get() is not None:  # another integration records this loop
         return
     loss, count, norm = _pending_loss, _pending_count, _pending_norm
     _pending_loss = _pending_norm = None
     _pending_count = 0
-    caller = sys._getframe(1)
-    if _safety._faults_on:  # the test harness may inject a failure before _guarded_step runs
-        _adopt_torch_frames(caller)
-    safely(NAME, "optimizer_step", _guarded_step, caller, optimizer, loss, count, norm)
-
-
-def _guarded_step(caller: Any, optimizer: Any, loss: Any, count: int, norm: Any) -> None:
     try:
-        _step(optimizer, loss, count, norm)
-    except Exception:
-        _adopt_torch_frames(caller)
-        raise
+        if _safety._faults_on:
+            _safety._fault_check(NAME, "optimizer_step")
+        _step(optimizer, loss, count, norm, rt.config)
+    except Exception as exc:
+        if _safety.strict():
+            raise
+        _adopt_torch_frames(sys._getframe(1))
+        _safety.report(NAME, "optimizer_step", exc)
 
 
-def _step(optimizer: Any, loss: Any, count: int, norm: Any) -> None:
+_last_optimizer: Any = None  # weak reference to the optimizer that stepped last
+_last_state: _OptState | None = None
+
+
+def _state_of(optimizer: Any) -> _OptState:
+    global _last_optimizer, _last_state
+    if _last_optimizer is not None and _last_optimizer() is optimizer and _last_state is not None:
+        return _last_state
     state = _opt_states.get(optimizer)
     if state is None:
         state = _opt_states[optimizer] = _OptState(len(_opt_states))
+    _last_optimizer, _last_state = weakref.ref(optimizer), state
+    return state
+
+
+def _step(optimizer: Any, loss: Any, count: int, norm: Any, config: AutologConfig) -> None:
+    state = _state_of(optimizer)
     state.steps += 1
-    config = get_config(NAME)
+    every = config.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS
+    if state.steps % every and state.run_id is not None:
+        if _deferred.items:
+            _deferred.poll(block=False)
+        return
     run = _run_for(config)
     if run is None:
+        state.run_id = ""  # nothing to log into: look again at the next logged step
         return
     buffer = run._buffer
     if state.run_id != run.info.run_id:
         state.run_id = run.info.run_id
         _log_params_lenient(buffer, optimizer_params(optimizer, state.index))
-    every = config.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS
     if state.steps % every:
-        if _deferred.items:
-            _deferred.poll(block=False)
         return
     values: dict[str, Any] = dict(lr_metrics(optimizer, state.index))
     prefix = "" if state.index == 0 else f"{optimizer_prefix(state.index)}/"
@@ -957,10 +998,11 @@ def autolog(
 
 def _reset_for_tests() -> None:
     """Forget optimizers, pending values and watches (test isolation)."""
-    global _pending_loss, _pending_norm, _pending_count, _suspended
+    global _pending_loss, _pending_norm, _pending_count, _suspended, _last_optimizer, _last_state
     _remove_step_hook()
     _suspended = 0
     _opt_states.clear()
+    _last_optimizer = _last_state = None
     _pending_loss = _pending_norm = None
     _pending_count = 0
     _deferred.items.clear()

@@ -14,12 +14,20 @@ import threading
 import time
 
 import mltrail
+import mltrail.core.writer
 from mltrail.core.store import get_store
 from mltrail.core.writer import get_writer
 
+# A fork waits up to this long for a write in progress; the held-lock case below would wait it
+# out on every run, so keep it short here.
+mltrail.core.writer._FORK_WAIT = 0.1
 
-def wait_child(pid: int, timeout: float = 60.0) -> int | str:
-    deadline = time.monotonic() + timeout
+
+DEADLINE = time.monotonic() + 60.0  # for all children together
+
+
+def wait_child(pid: int) -> int | str:
+    deadline = DEADLINE
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -77,12 +85,16 @@ def main() -> None:
         pids.append(pid)
     children = [wait_child(p) for p in pids]
     mltrail.end_run()
-    print(json.dumps({
-        "run_id": run.info.run_id,
-        "parent_points": step,
-        "held_locks": held_locks,
-        "children": children,
-    }))
+    print(
+        json.dumps(
+            {
+                "run_id": run.info.run_id,
+                "parent_points": step,
+                "held_locks": held_locks,
+                "children": children,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Writes its progress as JSON to STATUS (atomically): run_id, pid, logged, phase.
 
     log_points.py STATUS [--key K] [--start S] [--count N] [--resume-key R] [--run-name N]
                   [--flush-every F] [--keep-logging] [--own-sigterm CODE MARKER] [--gate FILE]
-                  [--then exit|end|raise|wait|flush-then-wait]
+                  [--then exit|end|raise|interrupt|wait|flush-then-wait]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--own-sigterm", nargs=2, metavar=("CODE", "MARKER"))
     parser.add_argument("--gate", help="wait for this file to exist before the --then step")
     parser.add_argument(
-        "--then", default="exit", choices=["exit", "end", "raise", "wait", "flush-then-wait"]
+        "--then", default="exit", choices=["exit", "end", "raise", "interrupt", "wait", "flush-then-wait"]
     )
     args = parser.parse_args()
 
@@ -81,6 +81,8 @@ def main() -> None:
         mltrail.end_run()
     elif args.then == "raise":
         raise RuntimeError("training blew up")
+    elif args.then == "interrupt":
+        raise KeyboardInterrupt  # as Ctrl-C would
     elif args.then == "wait":
         while True:
             time.sleep(1)

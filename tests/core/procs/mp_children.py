@@ -50,10 +50,14 @@ def main() -> None:
     for p in sprocs:
         p.join(90)
     mltrail.end_run()
-    print(json.dumps({
-        "run_id": run.info.run_id,
-        "exitcodes": [p.exitcode for p in procs + sprocs],
-    }))
+    print(
+        json.dumps(
+            {
+                "run_id": run.info.run_id,
+                "exitcodes": [p.exitcode for p in procs + sprocs],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ if not PACKAGES:
     pytest.skip("neither lightning nor pytorch_lightning is installed", allow_module_level=True)
 
 import mltrail  # noqa: E402
+from harness import check_user_exception  # noqa: E402
 from mltrail.core.errors import InvalidValueError  # noqa: E402
 from mltrail.integrations import lightning as mltrail_lightning  # noqa: E402
-
-from harness import check_user_exception  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings(f) for f in LIGHTNING_WARNING_FILTERS]
 
@@ -84,8 +83,9 @@ def test_fit_then_test_history(sqlite_uri: str, tmp_path: Any, package: str) -> 
         max_epochs=1, logger=logger, limit_train_batches=1, limit_val_batches=1, log_every_n_steps=1,
         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
     )
-    t.fit(CustomModel())
-    t.test()
+    model = CustomModel()
+    t.fit(model)
+    t.test(model)
     assert [(s, sorted(m)) for s, m in logger.history] == [
         (0, ["epoch", "train_some_val"]),
         (0, ["early_stop_on", "epoch", "val_loss"]),
@@ -337,18 +337,28 @@ def test_rank_nonzero_records_nothing(sqlite_uri: str, monkeypatch: pytest.Monke
     assert _runs() == []
 
 
-def test_beside_csv_and_tensorboard_loggers(sqlite_uri: str, tmp_path: Any) -> None:
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+@pytest.mark.parametrize("other", ["csv", "tensorboard"])
+def test_beside_csv_and_tensorboard_loggers(sqlite_uri: str, tmp_path: Any, other: str) -> None:
+    if other == "tensorboard" and not _tensorboard_available():
+        pytest.skip("TensorBoardLogger needs tensorboard or tensorboardX, not installed here")
     loggers = pl().loggers
     csv_logger = loggers.CSVLogger(tmp_path, name="csv")
-    tb_logger = loggers.TensorBoardLogger(tmp_path, name="tb")
+    extra = [loggers.TensorBoardLogger(tmp_path, name="tb")] if other == "tensorboard" else []
     ours = mltrail_lightning.MLTrailLogger()
-    t = trainer(logger=[csv_logger, tb_logger, ours], max_epochs=1)
+    t = trainer(logger=[csv_logger, *extra, ours], max_epochs=1)
     t.fit(make_model())
     with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("train_loss")]
     ours_history = _history(ours.version, "train_loss")
     assert [(int(r["step"]), pytest.approx(float(r["train_loss"]))) for r in rows] == ours_history
-    assert os.listdir(tb_logger.log_dir)  # TensorBoard wrote its events as usual
+    for tb in extra:
+        assert os.listdir(tb.log_dir)  # TensorBoard wrote its events as usual
     assert t.log_dir == csv_logger.log_dir  # the first logger still decides the directories
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,10 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import mltrail  # noqa: E402
+from harness import check_fault_tolerance, check_user_exception  # noqa: E402
 from mltrail.autolog._wrapping import PatchWrapper  # noqa: E402
 from mltrail.integrations import torch as mltrail_torch  # noqa: E402
-
-from harness import check_fault_tolerance, check_user_exception  # noqa: E402
 
 SLOTS = [
     (torch.Tensor, "backward"),
@@ -372,3 +370,72 @@ def test_nothing_is_logged_twice_inside_another_integrations_call(sqlite_uri: st
         mltrail_torch.resume()
     assert mltrail.search_runs(output_format="list") == []
 
+
+
+# ---------------------------------------------------------------------- device scalars
+class _FakeEvent:
+    def __init__(self) -> None:
+        self.done = False
+        self.synchronized = False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.synchronized = self.done = True
+
+
+def test_device_values_are_logged_once_their_copy_completes(
+    sqlite_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA path without a GPU: a value waits for its copy, never blocks the step."""
+    events: list[_FakeEvent] = []
+
+    def fake_copy(tensors: list[Any]) -> tuple[Any, Any]:
+        events.append(_FakeEvent())
+        return torch.stack([t.reshape(()) for t in tensors]), events[-1]
+
+    deferred = mltrail_torch._Deferred()
+    monkeypatch.setattr(deferred, "waits", lambda value: hasattr(value, "device"))
+    monkeypatch.setattr(deferred, "copy", fake_copy)
+    with mltrail.start_run() as run:
+        buffer = run._buffer
+        deferred.add(buffer, 1, {"loss": torch.tensor(0.5), "lr": 0.1})
+        deferred.add(buffer, 2, {"loss": torch.tensor(0.25), "lr": 0.1})
+        assert len(deferred.items) == 2  # neither copy has completed
+        events[0].done = True
+        deferred.add(buffer, 3, {"loss": torch.tensor(0.125), "lr": 0.1})
+        assert len(deferred.items) == 2  # step 1 read; steps 2 and 3 wait
+        deferred.poll(block=True)
+        assert not deferred.items and events[2].synchronized
+    assert _history(run.info.run_id, "loss") == [(1, 0.5), (2, 0.25), (3, 0.125)]
+    assert [s for s, _ in _history(run.info.run_id, "lr")] == [1, 2, 3]
+
+
+@pytest.mark.gpu
+def test_cuda_loop_logs_without_synchronising(sqlite_uri: str) -> None:
+    """On a GPU: with sync debug mode "error", any device synchronisation of ours would raise."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the device machine)")
+    mltrail_torch.autolog(log_every_n_steps=1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(64, 32, device="cuda")
+    y = x.sum(1, keepdim=True)
+    losses = []
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(20):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.detach())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    mltrail_torch._deferred.poll(block=True)
+    rid = _only_run().info.run_id
+    assert [v for _, v in _history(rid, "loss")] == pytest.approx([float(v) for v in losses])
+    assert len(_history(rid, "grad_norm")) == 20

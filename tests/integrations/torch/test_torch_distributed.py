@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-import mltrail  # noqa: E402
+import mltrail
 
 WORKER = textwrap.dedent(
     """

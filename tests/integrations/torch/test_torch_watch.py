@@ -66,7 +66,7 @@ def test_watch_logs_norms_and_histograms_every_log_freq_steps(sqlite_uri: str, t
 
 
 def test_watch_counts_non_finite_values_and_only_watched_models(sqlite_uri: str) -> None:
-    model, opt, x, y = _setup()
+    model, *_ = _setup()
     other = torch.nn.Linear(2, 2)
     other_opt = torch.optim.SGD(other.parameters(), lr=0.1)
     handle = mltrail.torch.watch(model, log="parameters", log_freq=1)

@@ -76,8 +76,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mltrail.autolog import AutologConfig, Call, Patch, enable, safely
-from mltrail.autolog import _safety
+from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, safely
 from mltrail.core.errors import InvalidValueError
 from mltrail.integrations.sklearn import _worker
 
@@ -336,12 +335,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def best_candidates(cv_results: Mapping[str, Any], limit: int | None) -> list[tuple[int, dict[str, str], dict[str, float]]]:
+def best_candidates(
+    cv_results: Mapping[str, Any], limit: int | None, refit: Any = None
+) -> list[tuple[int, dict[str, str], dict[str, float]]]:
     """The best ``limit`` candidates of a search: ``(index, params, metrics)``, best first.
 
-    Ranked by ``rank_test_<refit metric>`` (``rank_test_score`` for one metric); metrics are
-    each ``mean_test_*``, ``std_test_*``, ``mean_train_*``, ``std_train_*``, ``rank_test_*``,
-    ``mean_fit_time`` and ``mean_score_time`` of the candidate.
+    Ranked by ``rank_test_score`` (one metric) or ``rank_test_<refit>`` (several, ``refit``
+    naming the one the search refits on); metrics are each ``mean_test_*``, ``std_test_*``,
+    ``mean_train_*``, ``std_train_*``, ``rank_test_*``, ``mean_fit_time`` and
+    ``mean_score_time`` of the candidate.
     """
     import numpy as np
 
@@ -349,8 +351,9 @@ def best_candidates(cv_results: Mapping[str, Any], limit: int | None) -> list[tu
     n = len(params_list)
     if n == 0 or limit == 0:
         return []
-    rank_key = "rank_test_score" if "rank_test_score" in cv_results else next(
-        (k for k in cv_results if k.startswith("rank_test_")), None
+    rank_key = next(
+        (k for k in ("rank_test_score", f"rank_test_{refit}") if k in cv_results),
+        next((k for k in cv_results if k.startswith("rank_test_")), None),
     )
     order = list(range(n))
     if rank_key is not None:
@@ -478,7 +481,7 @@ def _post_fit(call: Call, result: Any) -> None:
         safely(NAME, "model", _log_model, call, estimator, MODEL_ARTIFACT_PATH, config)
         if is_search and getattr(estimator, "best_estimator_", None) is not None:
             safely(NAME, "model", _log_model, call, estimator.best_estimator_, "best_estimator", config)
-    if config.log_post_training_metrics:
+    if config.log_post_training_metrics and run.run_id is not None:
         _remember_model(estimator, run.run_id, call.state.get("uri") or _tracking_uri())
 
 
@@ -513,9 +516,10 @@ def _log_dataset(call: Call, X: Any, y: Any) -> None:
 
 
 def _is_search(estimator: Any) -> bool:
-    from sklearn.model_selection._search import BaseSearchCV
-
-    return isinstance(estimator, BaseSearchCV) and hasattr(estimator, "cv_results_")
+    search = sys.modules.get("sklearn.model_selection._search")  # not imported: no search exists
+    if search is None:
+        return False
+    return isinstance(estimator, search.BaseSearchCV) and hasattr(estimator, "cv_results_")
 
 
 def _log_search(call: Call, search: Any, config: Config) -> None:
@@ -531,11 +535,12 @@ def _log_search(call: Call, search: Any, config: Config) -> None:
             pass
     results = search.cv_results_  # a new dict per fit: safe to read later on another thread
     limit = config.max_tuning_runs
+    refit = getattr(search, "refit", None)
     parent_name = type(search).__name__
 
     def job(client: Any, run_id: str) -> None:
         client.log_text(run_id, cv_results_csv(results), "cv_results.csv")
-        candidates = best_candidates(results, limit)
+        candidates = best_candidates(results, limit, refit)
         if not candidates:
             return
         from mltrail.autolog.runs import AUTOLOG_TAG
@@ -578,10 +583,12 @@ def _log_training_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: An
 def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
     from mltrail.integrations.sklearn import _metrics
 
-    y_pred = estimator.predict(X)
-    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
-    scores = None
     classes = getattr(estimator, "classes_", None)
+    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+    y_pred = _predict_from_proba(estimator, classes, proba)
+    if y_pred is None:
+        y_pred = estimator.predict(X)
+    scores = None
     if proba is None and classes is not None and len(classes) == 2 and hasattr(estimator, "decision_function"):
         scores = estimator.decision_function(X)
     report = None
@@ -594,6 +601,33 @@ def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any)
     if _config(call).log_plots and _plots_available():
         _submit_plots(call, report)
     return metrics
+
+
+# Classes whose ``predict`` is, by construction, the class of highest ``predict_proba`` (ties
+# included): for their estimators the training predictions are read off the probabilities
+# instead of being computed twice (a forest's prediction costs as much as its probabilities).
+_PREDICT_IS_ARGMAX_PROBA = frozenset({
+    "sklearn.ensemble._forest.ForestClassifier",
+    "sklearn.ensemble._bagging.BaggingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.tree._classes.BaseDecisionTree",
+    "sklearn.calibration.CalibratedClassifierCV",
+})
+
+
+def _predict_from_proba(estimator: Any, classes: Any, proba: Any) -> Any:
+    import numpy as np
+
+    if proba is None or classes is None:
+        return None
+    owner = next((k for k in type(estimator).__mro__ if "predict" in vars(k)), None)
+    if owner is None or f"{owner.__module__}.{owner.__qualname__}" not in _PREDICT_IS_ARGMAX_PROBA:
+        return None
+    classes = np.asarray(classes)
+    proba = np.asarray(proba)
+    if classes.ndim != 1 or proba.ndim != 2 or proba.shape[1] != len(classes):
+        return None
+    return classes.take(np.argmax(proba, axis=1))
 
 
 def _classifier_metrics_slow(estimator: Any, X: Any, y: Any, y_pred: Any, weight: Any) -> dict[str, float]:
@@ -795,7 +829,7 @@ def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:
         )
         raise InvalidValueError(msg)
     with open(os.path.join(local, meta.get("file", "model.pkl")), "rb") as fh:
-        return pickle.load(fh)  # noqa: S301 - the user's own model, as documented
+        return pickle.load(fh)
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -820,8 +854,12 @@ _metric_steps: dict[tuple[str, str], int] = {}
 
 def _remember_model(estimator: Any, run_id: str, uri: str) -> None:
     key = id(estimator)
+
+    def forget(_ref: Any) -> None:
+        _models.pop(key, None)
+
     try:
-        ref = weakref.ref(estimator, lambda _r, key=key: _models.pop(key, None))
+        ref = weakref.ref(estimator, forget)
     except TypeError:
         return
     _models[key] = (ref, run_id, uri)
@@ -844,8 +882,12 @@ def _post_predict(call: Call, result: Any) -> None:
         return
     X = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
     name = caller_variable(X) or "unknown_dataset"
-    _predictions[id(result)] = (result, tracked[0], tracked[1], name)
-    _predictions.move_to_end(id(result))
+    # A prediction may itself be a view (``vstack(...).T``): a slice of it then has the owner
+    # of the memory as its ``base``, so the owner is remembered too.
+    for obj in (result, getattr(result, "base", None)):
+        if obj is not None:
+            _predictions[id(obj)] = (obj, tracked[0], tracked[1], name)
+            _predictions.move_to_end(id(obj))
     while len(_predictions) > _MAX_PREDICTIONS:
         _predictions.popitem(last=False)
 
@@ -899,7 +941,7 @@ def _post_score(call: Call, result: Any) -> None:
 
 
 def _is_arraylike(value: Any) -> bool:
-    return hasattr(value, "__len__") and not isinstance(value, str) or hasattr(value, "__array__")
+    return (hasattr(value, "__len__") and not isinstance(value, str)) or hasattr(value, "__array__")
 
 
 def _scalar(value: Any) -> float | None:

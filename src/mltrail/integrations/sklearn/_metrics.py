@@ -62,14 +62,15 @@ def encode(y: Any, classes: np.ndarray) -> np.ndarray | None:
     try:
         if classes.dtype.kind == "O" or y.dtype.kind == "O":
             lookup = {label: i for i, label in enumerate(classes.tolist())}
-            return np.fromiter((lookup[v] for v in y.tolist()), dtype=np.intp, count=len(y))
+            out: np.ndarray = np.fromiter((lookup[v] for v in y.tolist()), dtype=np.intp, count=len(y))
+            return out
         if np.any(classes[1:] <= classes[:-1]):
             return None  # not sorted: searchsorted would lie
-        idx = np.searchsorted(classes, y)
+        idx: np.ndarray = np.searchsorted(classes, y).astype(np.intp, copy=False)
         idx[idx >= len(classes)] = 0
         if not np.array_equal(classes[idx], y):
             return None
-        return idx.astype(np.intp, copy=False)
+        return idx
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -148,8 +149,8 @@ def classifier_report(
 
 def _log_loss(t: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
     eps = np.finfo(proba.dtype).eps
-    rows = proba / proba.sum(axis=1, keepdims=True)
-    picked = np.clip(rows[np.arange(len(t)), t], eps, 1 - eps)
+    # Each row renormalised to sum to 1, as scikit-learn does: only the picked entries.
+    picked = np.clip(proba[np.arange(len(t)), t] / proba.sum(axis=1), eps, 1 - eps)
     losses = -np.log(picked)
     return float(np.average(losses, weights=w))
 
@@ -158,12 +159,13 @@ def _binary_clf_curve(
     positive: np.ndarray, score: np.ndarray, w: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative weighted false/true positives at each distinct score, highest first."""
-    order = np.argsort(score, kind="mergesort")[::-1]
+    # Ties are summed at their threshold below, so the order among them does not matter.
+    order = np.argsort(score)[::-1]
     s = score[order]
     pos = positive[order].astype(np.float64)
     weight = np.ones_like(pos) if w is None else w[order]
     distinct = np.where(np.diff(s))[0]
-    ends = np.r_[distinct, len(s) - 1]
+    ends = np.concatenate((distinct, [len(s) - 1]))
     tps = np.cumsum(pos * weight)[ends]
     fps = np.cumsum((1 - pos) * weight)[ends]
     return fps, tps, s[ends]
@@ -176,16 +178,17 @@ def _binary_curves(
     if len(tps) == 0 or tps[-1] <= 0 or fps[-1] <= 0:
         nan = float("nan")
         return [Curve(np.zeros(0), np.zeros(0), nan, label)], [Curve(np.zeros(0), np.zeros(0), nan, label)]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+    fpr = np.concatenate(([0.0], fps / fps[-1]))
+    tpr = np.concatenate(([0.0], tps / tps[-1]))
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # the trapezoidal rule
     precision = tps / (tps + fps)
     recall = tps / tps[-1]
     # Average precision as scikit-learn defines it: sum of (R_n - R_{n-1}) P_n.
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    recall0 = np.concatenate(([0.0], recall))
+    ap = float(np.sum(np.diff(recall0) * precision))
     return (
         [Curve(*_thin(fpr, tpr), auc, label)],
-        [Curve(*_thin(np.r_[0.0, recall], np.r_[1.0, precision]), ap, label)],
+        [Curve(*_thin(recall0, np.concatenate(([1.0], precision))), ap, label)],
     )
 
 
@@ -209,7 +212,7 @@ def _ovr(
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(x) <= _CURVE_POINTS:
         return x, y
-    keep = np.unique(np.r_[np.linspace(0, len(x) - 1, _CURVE_POINTS).astype(np.intp), len(x) - 1])
+    keep = np.linspace(0, len(x) - 1, _CURVE_POINTS).astype(np.intp)  # ends included
     return x[keep], y[keep]
 
 

@@ -11,6 +11,7 @@ ships), and encoded with mltrail's own PNG writer. A plot takes a few millisecon
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -93,8 +94,8 @@ class Canvas:
         return int(self.img.shape[0])
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, color: Sequence[int]) -> None:
-        xa, xb = sorted((int(round(x0)), int(round(x1))))
-        ya, yb = sorted((int(round(y0)), int(round(y1))))
+        xa, xb = sorted((math.floor(x0 + 0.5), math.floor(x1 + 0.5)))
+        ya, yb = sorted((math.floor(y0 + 0.5), math.floor(y1 + 0.5)))
         self.img[max(ya, 0):max(yb, 0), max(xa, 0):max(xb, 0)] = color
 
     def frame(self, x0: float, y0: float, x1: float, y1: float, color: Sequence[int]) -> None:
@@ -138,8 +139,8 @@ class Canvas:
             left = x - w
         else:
             left = x - w / 2
-        top = int(round(y - h / 2))
-        left = int(round(left))
+        top = math.floor(y - h / 2 + 0.5)
+        left = math.floor(left + 0.5)
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + h, self.height), min(left + w, self.width)
         if y1 <= y0 or x1 <= x0:
@@ -203,17 +204,18 @@ def curves_png(curves: Sequence[Curve], *, kind: str, title: str) -> bytes:
     legend_rows = len(shown)
     canvas = Canvas(left + side + 20, top + side + 50 + 16 * legend_rows)
 
-    def px(v: np.ndarray) -> np.ndarray:
+    def px(v: Any) -> Any:
         return left + np.asarray(v, dtype=np.float64) * side
 
-    def py(v: np.ndarray) -> np.ndarray:
+    def py(v: Any) -> Any:
         return top + side - np.asarray(v, dtype=np.float64) * side
 
-    for tick in np.linspace(0, 1, 6):
-        canvas.rect(px(tick), top, px(tick) + 1, top + side, LIGHT)
-        canvas.rect(left, py(tick), left + side, py(tick) + 1, LIGHT)
-        canvas.text(px(tick), top + side + 12, f"{tick:.1f}", size=9)
-        canvas.text(left - 6, py(tick), f"{tick:.1f}", size=9, anchor="right")
+    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        x, y = left + tick * side, top + side - tick * side
+        canvas.rect(x, top, x + 1, top + side, LIGHT)
+        canvas.rect(left, y, left + side, y + 1, LIGHT)
+        canvas.text(x, top + side + 12, f"{tick:.1f}", size=9)
+        canvas.text(left - 6, y, f"{tick:.1f}", size=9, anchor="right")
     canvas.frame(left, top, left + side, top + side, GREY)
     if kind == "roc":
         canvas.polyline(px(np.array([0.0, 1.0])), py(np.array([0.0, 1.0])), GREY, width=1, dash=6)
