@@ -108,6 +108,7 @@ _LAZY: dict[str, str] = {
     },
     "autolog": "mltrail.autolog",
     "autolog_status": "mltrail.autolog",
+    "AutologWarning": "mltrail.autolog",
 }
 _SUBMODULES = {"data", "autolog", "integrations", "core", "cli", "sklearn", "torch", "lightning",
                "keras", "xgboost", "lightgbm"}

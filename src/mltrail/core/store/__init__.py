@@ -106,6 +106,16 @@ def _open(uri: str) -> Store:
     raise UnsupportedTrackingURIError(msg)
 
 
+def _after_fork_in_child() -> None:
+    # The parent may have held the lock mid-open at fork time; the child starts with a free one.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _reset_for_tests() -> None:
     with _lock:
         for store in _stores.values():
