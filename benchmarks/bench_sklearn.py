@@ -135,7 +135,7 @@ def _run_worker(tracker: str, workload: str, repeats: int) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", tracker, "--workloads", workload, "--repeats", str(repeats)],
         capture_output=True, text=True, check=False,
-        env=dict(os.environ, MLTRAIL_CAPTURE_PACKAGES="false", PYTHONWARNINGS="ignore"),
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{tracker}/{workload} failed:\n{proc.stderr[-3000:]}")

@@ -282,6 +282,24 @@ def test_callback_with_no_run_starts_and_ends_one(sqlite_uri: str, digits: dict[
     assert "loss" in _run(active.info.run_id).data.metrics
 
 
+def test_callback_run_left_by_a_failed_fit_is_ended_failed(sqlite_uri: str, digits: dict[str, Any]) -> None:
+    cb = mk.MLTrailCallback(log_model_summary=False, log_datasets=False)
+
+    def fail(epoch: int, logs: Any) -> None:
+        raise KeyError("user bug")
+
+    with pytest.raises(KeyError):
+        mlp().fit(digits["X"], digits["y"], epochs=2, verbose=0,
+                  callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=fail), cb])
+    failed_id = mltrail.active_run().info.run_id  # Keras told no callback that fit raised
+    mlp().fit(digits["X"], digits["y"], epochs=1, verbose=0, callbacks=[cb])
+    assert mltrail.active_run() is None
+    assert _run(failed_id).info.status == "FAILED"
+    runs_ = mltrail.search_runs(output_format="list")
+    assert len(runs_) == 2
+    assert {r.info.status for r in runs_} == {"FAILED", "FINISHED"}
+
+
 def test_callback_with_run_id_and_validation_data(sqlite_uri: str, digits: dict[str, Any]) -> None:
     run_id = mltrail.Client().create_run("0").info.run_id
     cb = mk.MLTrailCallback(run_id=run_id, log_model=True)
@@ -318,16 +336,21 @@ def test_batch_hooks_are_overridden_only_when_asked() -> None:
 
     quiet = mk.MLTrailCallback()
     chatty = mk.MLTrailCallback(log_every_n_steps=10)
-    assert keras_utils.is_default(quiet.on_train_batch_end)
-    assert keras_utils.is_default(quiet.on_batch_end)
-    assert not keras_utils.is_default(chatty.on_train_batch_end)
-    assert keras_utils.is_default(chatty.on_test_batch_end)  # validation batches: never
+    batch_hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end", "on_predict_batch_end")
+    for name in batch_hooks:
+        assert name not in vars(type(quiet)) and name not in vars(quiet), name
+    assert "on_train_batch_end" in vars(chatty)
+    assert not any(name in vars(chatty) for name in batch_hooks if name != "on_train_batch_end")
+    if keras_utils.is_default(keras.callbacks.Callback.on_train_batch_end):
+        # Keras versions that mark the base hooks look at which ones a callback overrides
+        assert keras_utils.is_default(quiet.on_train_batch_end)
+        assert not keras_utils.is_default(chatty.on_train_batch_end)
     assert chatty.async_safe is True
     listed = keras.callbacks.CallbackList([chatty])
-    if hasattr(listed, "_async_train"):
-        # Keras dispatches asynchronously when the backend allows it: never made to wait for us.
+    if hasattr(listed, "_async_train") and "async_safe" in _callback_list_source():
+        # Keras dispatches asynchronously where the backend allows it: never made to wait for us.
         thread_safe = getattr(keras.src.backend, "IS_THREAD_SAFE", True)
-        assert listed._async_train is bool(thread_safe) or "async_safe" not in _callback_list_source()
+        assert listed._async_train is bool(thread_safe)
     with pytest.raises(mltrail.InvalidValueError):
         mk.MLTrailCallback(log_every_n_steps=0)
 
@@ -534,6 +557,18 @@ def test_tf_keras_is_patched_once(sqlite_uri: str, digits: dict[str, Any]) -> No
     assert json.loads(training.profile)["num_batches"] == 5
 
 
+@pytest.mark.skipif(not HAS_TF, reason="steps_per_execution > 1 needs the TensorFlow (or JAX) backend")
+def test_per_batch_logging_with_steps_per_execution(sqlite_uri: str, digits: dict[str, Any]) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", steps_per_execution=4)
+    with mltrail.start_run() as active:
+        model.fit(digits["X"], digits["y"], epochs=2, verbose=0, callbacks=[mk.MLTrailCallback(log_every_n_steps=5)])
+    # Keras reports steps 3, 7, 9 (as 11) of each 10-step epoch; each report that covers a
+    # multiple of 5 is logged, at the step it reports
+    assert [s for s, _ in _history(active.info.run_id, "batch/loss")] == [3, 7, 13, 17]
+
+
 def test_autolog_pydataset(sqlite_uri: str, digits: dict[str, Any]) -> None:
     X, y = digits["X"], digits["y"]
 
@@ -573,9 +608,12 @@ def test_fit_survives_every_failure_of_ours(sqlite_uri: str, digits: dict[str, A
     stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=5)
 
     def train() -> list[float]:
+        # ~35 fits: the smallest model and data that still reach every step (4 batches)
         checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "w-{epoch}.weights.h5"), save_weights_only=True)
-        model = mlp()
-        model.fit(digits["X"][:128], digits["y"][:128], epochs=2, verbose=0, callbacks=[stopper, checkpoint])
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", run_eagerly=EAGER)
+        model.fit(digits["X"][:64], digits["y"][:64], epochs=2, verbose=0, callbacks=[stopper, checkpoint])
         return np.round(model.predict(digits["X_test"][:8], verbose=0), 5).ravel().tolist()
 
     points = check_fault_tolerance(
@@ -643,7 +681,7 @@ import json, os, sys
 import mltrail
 from mltrail.integrations import keras as mk
 {before}
-import keras
+{import_keras}
 {after}
 import numpy as np
 from sklearn.datasets import load_digits
@@ -663,12 +701,23 @@ print(json.dumps({{
 """
 
 
-@pytest.mark.parametrize("order", ["autolog_first", "keras_first"])
-def test_both_import_orders(tmp_path: Path, order: str) -> None:
+@pytest.mark.parametrize(
+    "order,import_keras",
+    [
+        ("autolog_first", "import keras"),
+        ("keras_first", "import keras"),
+        pytest.param(
+            "autolog_first", "import tensorflow as tf\nkeras = tf.keras", id="autolog_first-tf.keras",
+            marks=pytest.mark.skipif(not HAS_TF, reason="tf.keras needs TensorFlow, not installed here"),
+        ),
+    ],
+)
+def test_both_import_orders(tmp_path: Path, order: str, import_keras: str) -> None:
     switch = "mk.autolog(log_models=False)"
     check = "assert 'keras' not in sys.modules, 'autolog imported keras'"
     script = IMPORT_ORDER.format(
         before=f"{switch}\n{check}" if order == "autolog_first" else "",
+        import_keras=import_keras,
         after=switch if order == "keras_first" else "",
     )
     env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))

@@ -101,7 +101,7 @@ def _autolog_runs() -> list[Any]:
     return [r for r in mltrail.search_runs(output_format="list") if r.data.tags.get("mltrail.autolog") == "lightgbm"]
 
 
-IMPORTANCE_FILES = {f"feature_importance_{t}.{ext}" for t in ("split", "gain") for ext in ("json", "svg")}
+IMPORTANCE_FILES = {"feature_importance.json", "feature_importance.svg"}
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -143,7 +143,7 @@ def test_callback_logs_into_the_active_run(sqlite_uri: str, cancer: dict[str, An
     assert params["num_leaves"] == "7" and params["num_iterations"] == "20"
     assert params["min_data_in_leaf"] == "20" and params["lambda_l2"] == "0"  # defaults
     assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    assert _artifact_json(run.info.run_id, "feature_importance_split.json") == {
+    assert _artifact_json(run.info.run_id, "feature_importance.json")["split"] == {
         n: float(v) for n, v in zip(booster.feature_name(), booster.feature_importance("split"), strict=True)
     }
     assert _artifacts(run.info.run_id, "model") == {"model/model.txt", "model/mltrail_model.json"}
@@ -164,7 +164,7 @@ def test_callback_starts_a_run_and_finish_ends_it(sqlite_uri: str, cancer: dict[
     assert got.info.status == "FINISHED"
     assert _history(run.info.run_id, "valid_0-binary_logloss")[0] == [0, 4, 8]
     files = _artifacts(run.info.run_id)
-    assert "feature_importance_gain.json" in files and "feature_importance_split.json" not in files
+    assert set(_artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
     assert "model" not in files
 
 
@@ -263,7 +263,8 @@ def test_autolog_train_ranking_with_options(sqlite_uri: str) -> None:
     assert steps == [0, 2, 4, 6]
     assert values == pytest.approx(record["valid"]["ndcg@5"][::2])
     files = _artifacts(run.info.run_id)
-    assert "feature_importance_gain.json" in files and "feature_importance_gain.svg" not in files
+    assert "feature_importance.json" in files and "feature_importance.svg" not in files
+    assert set(_artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
     assert run.inputs.dataset_inputs == ()
 
 
@@ -349,8 +350,8 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
     assert _history(run.info.run_id, "valid_0-l2")[0] == list(range(15))
     (train_input,) = [d for d in run.inputs.dataset_inputs if d.tags["mltrail.data.context"] == "training"]
     assert train_input.dataset.source_type == "pandas" and "bmi" in train_input.dataset.schema
-    assert set(_artifact_json(run.info.run_id, "feature_importance_gain.json")) == set(X.columns)
-    svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance_split.svg")).read_text()
+    assert set(_artifact_json(run.info.run_id, "feature_importance.json")["gain"]) == set(X.columns)
+    svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance.svg")).read_text()
     assert svg.startswith("<svg") and ">bmi<" in svg
     assert np.allclose(mll.load_model(run.info.run_id).predict(X.iloc[300:]), reg.predict(X.iloc[300:]))
 

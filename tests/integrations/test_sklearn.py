@@ -49,10 +49,17 @@ SCIPY_NOISE = "ignore:scipy.optimize:DeprecationWarning"
 pytestmark = pytest.mark.filterwarnings(SCIPY_NOISE)
 
 
+@pytest.fixture
+def sqlite_uri(sqlite_uri: str) -> Iterator[str]:
+    """The shared fixture, plus: our background work is done before its store is closed."""
+    yield sqlite_uri
+    sk.flush(timeout=60)
+
+
 @pytest.fixture(autouse=True)
 def _autolog_off() -> Iterator[None]:
     yield
-    sk.flush(timeout=30)
+    sk.flush(timeout=60)
     engine.disable_all()
     runs._reset_for_tests()
     _safety.reset_warnings()

@@ -33,7 +33,6 @@ from mltrail.integrations import _boosting  # noqa: E402
 from mltrail.integrations import xgboost as mlx  # noqa: E402
 
 
-
 @pytest.fixture(autouse=True)
 def _autolog_off() -> Iterator[None]:
     yield
@@ -96,7 +95,11 @@ def _inputs(run: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-IMPORTANCE_FILES = {f"feature_importance_{t}.{ext}" for t in mlx.IMPORTANCE_TYPES for ext in ("json", "svg")}
+IMPORTANCE_FILES = {"feature_importance.json", "feature_importance.svg"}
+
+
+def _importances(run_id: str) -> dict[str, Any]:
+    return json.loads(Path(mltrail.Client().download_artifacts(run_id, "feature_importance.json")).read_text())
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -136,11 +139,12 @@ def test_small_helpers() -> None:
 
 
 def test_importance_chart_is_an_svg_with_escaped_names() -> None:
-    svg = _boosting.importance_svg({"a<b": 2.0, "plain": 1.0, "vec": [1.0, -3.0]}, "Feature importance (gain)")
+    svg = _boosting.importance_svg({"gain": {"a<b": 2.0, "plain": 1.0, "vec": [1.0, -3.0]}, "weight": {"w": 1}})
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert "a&lt;b" in svg and "a<b" not in svg
     assert svg.index("vec") < svg.index("a&lt;b") < svg.index("plain")  # largest first (|1|+|-3| = 4)
-    many = _boosting.importance_svg({f"f{i}": float(i) for i in range(100)}, "t")
+    assert "Feature importance (gain)" in svg and "Feature importance (weight)" in svg
+    many = _boosting.importance_svg({"t": {f"f{i}": float(i) for i in range(100)}})
     assert "and 60 more" in many
 
 
@@ -164,6 +168,7 @@ def test_callback_logs_into_the_active_run(sqlite_uri: str, cancer: dict[str, An
     assert params["eta"] == "0.3" and params["tree_method"]  # defaults the user did not set
     assert "best_iteration" not in got.data.metrics  # no early stopping
     assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
+    assert set(_importances(run.info.run_id)) == set(mlx.IMPORTANCE_TYPES)
     assert _artifacts(run.info.run_id, "model") == {"model/model.ubj", "model/mltrail_model.json"}
     loaded = mlx.load_model(run.info.run_id)
     assert isinstance(loaded, xgb.Booster)
@@ -179,8 +184,8 @@ def test_callback_starts_and_ends_a_run_when_none_is_active(sqlite_uri: str, can
     assert first is not None and first.info.status == "FINISHED"
     assert _history(first.info.run_id, "valid-logloss")[0] == [0, 4, 8]
     files = _artifacts(first.info.run_id)
-    assert "feature_importance_gain.json" in files and "model" not in files
-    assert "feature_importance_weight.json" not in files
+    assert "feature_importance.json" in files and "model" not in files
+    assert set(_importances(first.info.run_id)) == {"gain"}
     # The same callback object serves a second training: a second run.
     xgb.train(PARAMS, dtrain, 3, evals=[(dvalid, "valid")], verbose_eval=False, callbacks=[callback])
     second = mltrail.last_active_run()
@@ -293,7 +298,7 @@ def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, An
         "evaluation:valid": {"num_rows": 169, "num_columns": 30},
     }
     assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    gain = json.loads(Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance_gain.json")).read_text())
+    gain = _importances(run.info.run_id)["gain"]
     assert gain == pytest.approx(booster.get_score(importance_type="gain"))
     loaded = mlx.load_model(run.info.run_id)
     assert np.array_equal(loaded.predict(dvalid), booster.predict(dvalid))
@@ -312,8 +317,8 @@ def test_autolog_train_from_the_training_module_and_options(sqlite_uri: str, can
     assert run.data.tags["team"] == "ranking"
     assert _history(run.info.run_id, "valid-logloss")[0] == [0, 3, 6]
     files = _artifacts(run.info.run_id)
-    assert "feature_importance_weight.json" in files and "feature_importance_weight.svg" not in files
-    assert "feature_importance_gain.json" not in files
+    assert "feature_importance.json" in files and "feature_importance.svg" not in files
+    assert set(_importances(run.info.run_id)) == {"weight"}
     assert run.inputs.dataset_inputs == ()
     meta = json.loads(Path(mltrail.Client().download_artifacts(run.info.run_id, "model/mltrail_model.json")).read_text())
     assert meta["model_format"] == "json" and meta["model_file"] == "model.json"
@@ -414,9 +419,9 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
     (train_input,) = [d for d in run.inputs.dataset_inputs if d.tags["mltrail.data.context"] == "training"]
     assert train_input.dataset.source_type == "pandas"
     assert "bmi" in train_input.dataset.schema
-    gain = json.loads(Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance_gain.json")).read_text())
+    gain = _importances(run.info.run_id)["gain"]
     assert set(gain) <= set(X.columns) and "bmi" in gain  # feature names from the frame
-    svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance_gain.svg")).read_text()
+    svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance.svg")).read_text()
     assert "<svg" in svg and ">bmi<" in svg
     loaded = mlx.load_model(run.info.run_id)
     assert type(loaded) is xgb.XGBRegressor

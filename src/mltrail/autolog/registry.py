@@ -100,7 +100,7 @@ INTEGRATIONS: dict[str, Integration] = {
         ),
         Integration(
             "xgboost", ("xgboost",), "mltrail.integrations.xgboost", ("xgboost", "xgboost-cpu"),
-            "2.0", "3.4", "xgboost",
+            "2.1", "3.2", "xgboost",
         ),
         Integration(
             "lightgbm", ("lightgbm",), "mltrail.integrations.lightgbm", ("lightgbm",),

@@ -9,9 +9,9 @@ so the two integrations turn them into records the same way:
 * params as strings, long ones cut, floats that a library prints at float32 precision
   (``0.100000001``) shortened to what the user wrote (``0.1``);
 * dataset fingerprints for numpy, pandas and scipy.sparse inputs, never copying the data;
-* feature importances as ``feature_importance_<type>.json`` and a bar chart
-  ``feature_importance_<type>.svg`` — an SVG is written with string formatting in well under a
-  millisecond, where a matplotlib figure would cost a second import and tens of milliseconds
+* feature importances of every type in ``feature_importance.json`` and one bar chart per type
+  in ``feature_importance.svg`` — an SVG is written with string formatting in well under a
+  millisecond, where a matplotlib figure would cost a second's import and tens of milliseconds
   per chart inside the user's ``train`` call;
 * a model as ``<artifact_path>/<file>`` plus ``<artifact_path>/mltrail_model.json`` describing
   how to load it back.
@@ -36,6 +36,7 @@ from mltrail.core.entities import Dataset
 _log = logging.getLogger("mltrail.integrations")
 
 MODEL_META_FILE = "mltrail_model.json"
+IMPORTANCE_FILE = "feature_importance"  # .json and .svg
 CHART_MAX_FEATURES = 40  # bars drawn in an importance chart; the JSON keeps every feature
 _MAX_PARAM_CHARS = 6000  # the store's limit on a param value (core.validation)
 _SAMPLE_ROWS = 10_000  # as core.datasets: rows hashed from each end of a large array
@@ -323,9 +324,8 @@ def described_dataset(
     digest = h.hexdigest()[:16]
     schema: dict[str, Any] = {"num_columns": num_columns}
     if names is not None:
-        schema["features"] = [
-            {"name": n, "type": t} for n, t in zip(names, types or [None] * len(names), strict=False)
-        ]
+        kinds: list[str | None] = list(types) if types is not None else [None] * len(names)
+        schema["features"] = [{"name": n, "type": t} for n, t in zip(names, kinds, strict=False)]
     return Dataset(
         name=name or f"dataset-{digest[:8]}",
         digest=digest,
@@ -353,42 +353,50 @@ def importance_scalar(value: Any) -> float:
     return finite_or_nan(value)
 
 
-def importance_svg(scores: Mapping[str, Any], title: str, *, max_features: int = CHART_MAX_FEATURES) -> str:
-    """A horizontal bar chart of feature importances as an SVG document (largest first)."""
-    ranked = sorted(
-        ((str(k), importance_scalar(v)) for k, v in scores.items()),
-        key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -math.inf), kv[0]),
-    )
-    hidden = max(0, len(ranked) - max_features)
-    ranked = ranked[:max_features]
-    top = max((v for _, v in ranked if math.isfinite(v)), default=0.0) or 1.0
-    label_w = min(260, 12 + 7 * max((len(k) for k, _ in ranked), default=4))
-    bar_w, row_h, head = 360, 18, 34
+def importance_svg(panels: Mapping[str, Mapping[str, Any]], *, max_features: int = CHART_MAX_FEATURES) -> str:
+    """Horizontal bar charts of feature importances, one panel per type, as one SVG document.
+
+    Each panel shows the ``max_features`` largest scores, largest first; the JSON file next to
+    it keeps every feature.
+    """
+    width, label_w, bar_w, row_h = 0, 0, 360, 18
+    prepared = []
+    for kind, scores in panels.items():
+        ranked = sorted(
+            ((str(k), importance_scalar(v)) for k, v in scores.items()),
+            key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -math.inf), kv[0]),
+        )
+        prepared.append((str(kind), ranked[:max_features], max(0, len(ranked) - max_features)))
+        label_w = max(label_w, min(260, 12 + 7 * max((len(k) for k, _ in ranked[:max_features]), default=4)))
     width = label_w + bar_w + 90
-    height = head + row_h * max(1, len(ranked)) + (22 if hidden else 8)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2:.0f}" y="20" text-anchor="middle" font-size="14" '
-        f'font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for i, (feature, value) in enumerate(ranked):
-        y = head + i * row_h
-        length = bar_w * value / top if math.isfinite(value) and value > 0 else 0.0
-        label = feature if len(feature) <= 36 else feature[:33] + "..."
+    out: list[str] = []
+    y0 = 0
+    for kind, ranked, hidden in prepared:
+        top = max((v for _, v in ranked if math.isfinite(v)), default=0.0) or 1.0
         out.append(
-            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="#4878d0"/>'
-            f'<text x="{label_w + length + 4:.1f}" y="{y + 13}">{_fmt(value)}</text>'
+            f'<text x="{width / 2:.0f}" y="{y0 + 20}" text-anchor="middle" font-size="14" '
+            f'font-weight="bold">{html.escape(f"Feature importance ({kind})")}</text>'
         )
-    if hidden:
-        out.append(
-            f'<text x="{label_w}" y="{height - 8}" fill="#666">and {hidden} more '
-            "(see the JSON file)</text>"
-        )
-    out.append("</svg>")
-    return "\n".join(out)
+        for i, (feature, value) in enumerate(ranked):
+            y = y0 + 34 + i * row_h
+            length = bar_w * value / top if math.isfinite(value) and value > 0 else 0.0
+            label = feature if len(feature) <= 36 else feature[:33] + "..."
+            out.append(
+                f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>'
+                f'<rect x="{label_w}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="#4878d0"/>'
+                f'<text x="{label_w + length + 4:.1f}" y="{y + 13}">{_fmt(value)}</text>'
+            )
+        y0 += 34 + row_h * max(1, len(ranked))
+        if hidden:
+            out.append(f'<text x="{label_w}" y="{y0 + 10}" fill="#666">and {hidden} more (see the JSON file)</text>')
+            y0 += 14
+        y0 += 16
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y0}" '
+        f'viewBox="0 0 {width} {y0}" font-family="sans-serif" font-size="12">\n'
+        f'<rect width="{width}" height="{y0}" fill="white"/>'
+    )
+    return "\n".join([head, *out, "</svg>"])
 
 
 def _fmt(value: float) -> str:
@@ -400,13 +408,17 @@ def _fmt(value: float) -> str:
 
 
 def log_importances(run: Any, importances: Mapping[str, Mapping[str, Any]], *, plots: bool = True) -> None:
-    """Write ``feature_importance_<type>.json`` (and ``.svg``) for each importance type."""
-    for kind, scores in importances.items():
-        if not scores:
-            continue
-        run.log_dict(dict(scores), f"feature_importance_{kind}.json")
-        if plots:
-            run.log_text(importance_svg(scores, f"Feature importance ({kind})"), f"feature_importance_{kind}.svg")
+    """Write ``feature_importance.json`` (``{type: {feature: score}}``) and its SVG chart.
+
+    Two files for every type: each artifact write costs a few syscalls, and ten small files
+    would cost more than computing the importances.
+    """
+    found = {kind: dict(scores) for kind, scores in importances.items() if scores}
+    if not found:
+        return
+    run.log_dict(found, IMPORTANCE_FILE + ".json")
+    if plots:
+        run.log_text(importance_svg(found), IMPORTANCE_FILE + ".svg")
 
 
 # ---------------------------------------------------------------------- models

@@ -954,8 +954,12 @@ def _make_callback_class() -> type:
         """Record a Keras ``fit`` into an mltrail run: params, metrics, model, data, checkpoints.
 
         Logs into the run given by ``run_id``, else the active run, else a run it starts at
-        ``on_train_begin`` and ends at ``on_train_end``. With autolog on, ``fit`` adds one by
-        itself; passing one by hand takes its place (nothing is logged twice).
+        ``on_train_begin`` and ends at ``on_train_end`` (Keras tells callbacks nothing when
+        ``fit`` raises: that run stays active until this callback's next ``fit`` ends it
+        FAILED, or the interpreter exits; autolog has no such gap). With autolog on,
+        ``fit`` adds one by itself; passing one by hand takes its place (nothing is logged
+        twice). A callback passed by hand finds the other callbacks of the ``fit`` and its
+        data by looking at Keras's ``fit`` on the call stack, once per ``fit``.
 
         Args:
             run_id: log into this run (by id) instead of the active one.
@@ -1024,6 +1028,13 @@ def _make_callback_class() -> type:
         def on_train_begin(self, logs: Any = None) -> None:
             self._batch_error = None
             self._uploader = None
+            stale = self._started
+            if stale is not None and not getattr(stale, "_ended", False):
+                # The run started for a fit that raised (Keras calls no hook then): end it
+                # FAILED before it is taken for the active run of this fit.
+                from mltrail.core import fluent
+
+                fluent._end(stale, "FAILED")
             if self._handle is not None:
                 self._run, self._started = self._handle, None
             else:
@@ -1090,9 +1101,9 @@ def _make_callback_class() -> type:
                     if self.log_model:
                         safely(NAME, "log_model", _log_model_to, run, self.model)
             finally:
-                self._run = self._started = self._uploader = None
-                if self._handle is None:
-                    self._context = None  # a callback used by hand looks again at the next fit
+                # Drop the references to this fit's data; a callback used by hand looks again
+                # at its next fit.
+                self._run = self._started = self._uploader = self._context = None
                 if started is not None and not getattr(started, "_ended", False):
                     started.__exit__(None, None, None)
 
@@ -1101,10 +1112,13 @@ def _make_callback_class() -> type:
             # On the PyTorch and JAX backends this runs on Keras's worker thread. A failure is
             # kept and reported from the training thread at the epoch's end, so that the
             # warning names the user's line (and strict mode raises it there).
-            if self._steps is None:
+            steps = self._steps
+            if steps is None:
                 with self._lock:
                     if batch >= self._seen:
                         self._seen = batch + 1
+            elif batch >= steps:  # the last execution of an epoch, reported as a full one
+                batch = steps - 1
             step = self._epoch_base + batch
             # Log when a multiple of n lies in the steps this call covers: one step, or
             # steps_per_execution steps on TensorFlow, where Keras reports only the last.

@@ -10,8 +10,8 @@ What is captured for each training:
   stopping ``best_iteration`` (LightGBM's count: 1 is the first iteration), ``best_score``
   (the first metric on the first validation set, the one early stopping watches first) and
   ``stopped_iteration`` (0-based, the step of the last metrics);
-* artifacts: ``feature_importance_split.json`` / ``feature_importance_gain.json`` and SVG bar
-  charts; the model under ``model/``: ``model.txt`` (LightGBM's text format) and, for an
+* artifacts: ``feature_importance.json`` (``{"split": {...}, "gain": {...}}``) and its bar
+  charts in ``feature_importance.svg``; the model under ``model/``: ``model.txt`` (LightGBM's text format) and, for an
   estimator, ``model.pkl``; :func:`load_model` loads back what was trained;
 * inputs: fingerprints of the training data and validation sets (numpy, pandas,
   scipy.sparse; a file's path, size and mtime; a constructed ``Dataset``'s shape, feature
@@ -62,7 +62,7 @@ class Config(AutologConfig):
 
     Attributes:
         importance_types: ``"split"`` and/or ``"gain"``; empty for none.
-        log_importance_plots: also write each importance type as an SVG bar chart.
+        log_importance_plots: also write the importances as SVG bar charts.
     """
 
     importance_types: tuple[str, ...] = IMPORTANCE_TYPES
@@ -215,7 +215,7 @@ def _log_model(run: Any, booster: Any, text: str, estimator: Any) -> None:
     if estimator is not None:
         # An estimator comes back through pickle (its classes, params and the booster);
         # model.txt stays as the portable copy any LightGBM can read.
-        files["model.pkl"] = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        files["model.pkl"] = pickle_estimator(estimator, booster, text)
         cls = type(estimator)
         model_class = f"{cls.__module__}.{cls.__qualname__}"
         model_file = "model.pkl"
@@ -229,6 +229,36 @@ def _log_model(run: Any, booster: Any, text: str, estimator: Any) -> None:
         "best_iteration": int(getattr(booster, "best_iteration", 0) or 0),
     }
     b.log_model_files(run, MODEL_ARTIFACT_PATH, files, meta)
+
+
+def pickle_estimator(estimator: Any, booster: Any, text: str) -> bytes:
+    """Pickle ``estimator`` as ``pickle.dumps`` would, reusing ``text`` for its booster.
+
+    A Booster pickles as its model text; serialising 200 trees again costs as much as the text
+    we already hold, so the estimator's booster is pickled from ``text`` when that is the whole
+    model (as ``Booster.__getstate__`` would), unpickled by LightGBM's own ``__setstate__``.
+    """
+    import copyreg
+    import io
+
+    import lightgbm
+
+    best = int(getattr(booster, "best_iteration", 0) or 0)
+    whole = text if best <= 0 or best == booster.current_iteration() else None
+
+    def reduce_booster(bst: Any) -> Any:
+        if bst is booster and whole is not None:
+            state = {k: v for k, v in bst.__dict__.items() if k not in ("train_set", "valid_sets")}
+            state["_handle"] = whole
+        else:
+            state = bst.__getstate__()
+        return (copyreg.__newobj__, (type(bst),), state)  # type: ignore[attr-defined]
+
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {**copyreg.dispatch_table, lightgbm.Booster: reduce_booster}
+    pickler.dump(estimator)
+    return buf.getvalue()
 
 
 def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:

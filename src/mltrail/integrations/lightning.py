@@ -227,13 +227,19 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+_rank_zero_only: Any = None
+
+
 def _rank() -> int:
     """Lightning's global rank (the one its ``rank_zero_only`` uses)."""
-    try:
-        from lightning_utilities.core.rank_zero import rank_zero_only
-    except ImportError:  # pragma: no cover - every supported Lightning depends on it
-        return _torch.global_rank()
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
+    global _rank_zero_only
+    if _rank_zero_only is None:
+        try:
+            from lightning_utilities.core.rank_zero import rank_zero_only
+        except ImportError:  # pragma: no cover - every supported Lightning depends on it
+            return _torch.global_rank()
+        _rank_zero_only = rank_zero_only
+    return int(getattr(_rank_zero_only, "rank", 0) or 0)
 
 
 # ---------------------------------------------------------------------- the logger

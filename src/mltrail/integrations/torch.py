@@ -25,7 +25,7 @@ kept as detached tensors; on a logged step a CUDA value is copied to the host wi
 and read once its copy has completed (a later step, or the end of the run).
 
 Where it hooks in: a global optimizer step post hook (``register_optimizer_step_post_hook``);
-``Tensor.backward`` and ``torch.autograd.backward``; ``torch.nn.utils.clip_grad_norm_``;
+``torch.autograd.backward`` (which ``Tensor.backward`` calls); ``torch.nn.utils.clip_grad_norm_``;
 ``torch.save``. Inside another integration's patched call (a Lightning ``Trainer.fit``) none of
 this logs: that integration records the loop. Under ``torch.distributed`` only global rank zero
 records.
@@ -59,7 +59,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, get_config, safely
+from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, safely
 from mltrail.autolog.call import CURRENT
 
 if TYPE_CHECKING:
@@ -509,12 +509,15 @@ _deferred = _Deferred()
 
 # ---------------------------------------------------------------------- the training-loop hooks
 class _OptState:
-    __slots__ = ("index", "run_id", "steps")
+    __slots__ = ("index", "loss_key", "norm_key", "run_id", "steps")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.steps = 0
         self.run_id: str | None = None
+        prefix = "" if index == 0 else f"{optimizer_prefix(index)}/"
+        self.loss_key = f"{prefix}loss"
+        self.norm_key = f"{prefix}grad_norm"
 
 
 _opt_states: weakref.WeakKeyDictionary[Any, _OptState] = weakref.WeakKeyDictionary()
@@ -640,13 +643,26 @@ def _step(optimizer: Any, loss: Any, count: int, norm: Any, config: AutologConfi
         _log_params_lenient(buffer, optimizer_params(optimizer, state.index))
     if state.steps % every:
         return
-    values: dict[str, Any] = dict(lr_metrics(optimizer, state.index))
-    prefix = "" if state.index == 0 else f"{optimizer_prefix(state.index)}/"
+    values: dict[str, Any] = lr_metrics(optimizer, state.index)
+    device_values = False
     if loss is not None:
-        values[f"{prefix}loss"] = loss / count if count > 1 else loss
+        if count > 1:
+            loss = loss / count
+        if loss.is_cuda:
+            device_values = True
+            values[state.loss_key] = loss
+        else:
+            values[state.loss_key] = loss.item()  # a CPU scalar: nothing to wait for
     if norm is not None:
-        values[f"{prefix}grad_norm"] = norm
-    _deferred.add(buffer, state.steps, values)
+        if norm.is_cuda:
+            device_values = True
+            values[state.norm_key] = norm
+        else:
+            values[state.norm_key] = norm.item()
+    if device_values or _deferred.items:
+        _deferred.add(buffer, state.steps, values)
+    else:
+        buffer.log_metrics(values, state.steps)
 
 
 def _log_params_lenient(buffer: RunBuffer, params: Mapping[str, Any]) -> None:
@@ -666,29 +682,43 @@ def _log_params_lenient(buffer: RunBuffer, params: Mapping[str, Any]) -> None:
 def _scalar_loss(tensor: Any, gradient: Any) -> Any:
     if gradient is not None or not hasattr(tensor, "requires_grad"):
         return None
-    if tensor.numel() != 1 or not tensor.is_floating_point():
+    if not tensor.is_floating_point():
         return None
-    return tensor.detach().reshape(())
+    if tensor.dim() == 0:
+        return tensor.detach()
+    return tensor.detach().reshape(()) if tensor.numel() == 1 else None
 
 
 def _pre_backward(call: Call) -> None:
+    """``torch.autograd.backward(tensors, grad_tensors=None, ...)``, which ``Tensor.backward`` calls."""
     global _pending_loss, _pending_count
-    _ensure_step_hook()
-    if call.instance is not None:  # Tensor.backward(self, gradient=None, ...)
-        tensor = call.instance
-        gradient = call.args[0] if call.args else call.kwargs.get("gradient")
-    else:  # torch.autograd.backward(tensors, grad_tensors=None, ...)
-        tensor = call.args[0] if call.args else call.kwargs.get("tensors")
-        gradient = call.args[1] if len(call.args) > 1 else call.kwargs.get("grad_tensors")
-        if isinstance(tensor, (list, tuple)):
-            if len(tensor) != 1:
-                return
-            tensor = tensor[0]
+    if _hook_handle is None:
+        _ensure_step_hook()
+    args = call.args
+    tensor = args[0] if args else call.kwargs.get("tensors")
+    gradient = args[1] if len(args) > 1 else call.kwargs.get("grad_tensors")
+    if isinstance(tensor, (list, tuple)):
+        if len(tensor) != 1:
+            return
+        tensor = tensor[0]
     loss = _scalar_loss(tensor, gradient)
     if loss is None:
         return
     _pending_loss = loss if _pending_loss is None else _pending_loss + loss
     _pending_count += 1
+
+
+def _see_past_tensor_backward() -> None:
+    """Let warnings from the backward patch name the user's ``loss.backward()`` line.
+
+    Only ``torch.autograd.backward`` is patched (one wrapper per backward call, not two):
+    ``Tensor.backward`` calls it. Marking ``Tensor.backward``'s code as a dispatch frame makes
+    the engine attribute a warning to its caller, the user's code.
+    """
+    tensor_mod = sys.modules.get("torch._tensor")
+    code = getattr(getattr(getattr(tensor_mod, "Tensor", None), "backward", None), "__code__", None)
+    if code is not None:
+        _safety.wrapper_codes.add(code)
 
 
 def _post_clip(call: Call, result: Any) -> None:
@@ -932,8 +962,9 @@ def unwatch_handle(handle: Watch) -> None:
 
 
 # ---------------------------------------------------------------------- patches and autolog
+_see_past_tensor_backward()
+
 PATCHES = (
-    Patch(owner="torch._tensor", path="Tensor.backward", pre=_pre_backward, run="none"),
     Patch(owner="torch.autograd", path="backward", pre=_pre_backward, run="none"),
     Patch(owner="torch.nn.utils", path="clip_grad_norm_", post=_post_clip, run="none"),
     Patch(owner="torch.nn.utils.clip_grad", path="clip_grad_norm_", post=_post_clip, run="none"),

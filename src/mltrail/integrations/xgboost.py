@@ -9,8 +9,9 @@ What is captured for each training:
 * metrics: ``<eval set>-<metric>`` (``validation_0-logloss``) for every eval set and metric at
   ``step=iteration``; under early stopping ``best_iteration`` (0-based, as XGBoost counts),
   ``best_score`` and ``stopped_iteration``;
-* artifacts: ``feature_importance_<type>.json`` and a bar chart ``feature_importance_<type>.svg``
-  for ``weight``, ``gain``, ``cover``, ``total_gain`` and ``total_cover``; the model under
+* artifacts: ``feature_importance.json`` (``{type: {feature: score}}``) and a bar chart per type
+  in ``feature_importance.svg``, for ``weight``, ``gain``, ``cover``, ``total_gain`` and
+  ``total_cover``; the model under
   ``model/`` (UBJSON by default, or JSON) with ``mltrail_model.json``, which
   :func:`load_model` reads to load it back as the class that was trained;
 * inputs: the training data's and eval sets' fingerprints: ``num_row``, ``num_col``, feature
@@ -75,9 +76,9 @@ class Config(AutologConfig):
     """XGBoost's options on top of the common ones.
 
     Attributes:
-        importance_types: the importance types logged (JSON and chart each); empty for none.
+        importance_types: the importance types logged; empty for none.
         model_format: ``"ubj"`` (UBJSON, XGBoost's default) or ``"json"``.
-        log_importance_plots: also write each importance type as an SVG bar chart.
+        log_importance_plots: also write the importances as SVG bar charts.
     """
 
     importance_types: tuple[str, ...] = IMPORTANCE_TYPES
@@ -145,7 +146,7 @@ def config_params(config_json: str) -> dict[str, str]:
     num_class = learner.get("learner_model_param", {}).get("num_class", "0")
     if num_class not in ("", "0"):
         out.setdefault("num_class", str(num_class))
-    metrics = [m.get("name") for m in learner.get("metrics", ()) if isinstance(m, dict) and m.get("name")]
+    metrics = [str(m["name"]) for m in learner.get("metrics", ()) if isinstance(m, dict) and m.get("name")]
     if metrics:
         out.setdefault("eval_metric", metrics[0] if len(metrics) == 1 else str(metrics))
     return out
@@ -425,13 +426,12 @@ def _define_callback() -> type:
             return model
 
         def _open(self) -> None:
-            self._run, self._started = b.resolve_run(self.run_id, NAME)
-            if self._run and self._started is None:
-                import xgboost
+            import xgboost
 
-                collective = getattr(xgboost, "collective", None)
-                if collective is not None and collective.get_rank() != 0:
-                    self._run = NO_RUN  # distributed training: rank zero logs for everyone
+            collective = getattr(xgboost, "collective", None)
+            if collective is not None and collective.get_rank() != 0:
+                return  # distributed training: rank zero logs for everyone
+            self._run, self._started = b.resolve_run(self.run_id, NAME)
 
         def _log_iteration(self, epoch: int, evals_log: Any) -> None:
             self._run.log_metrics(iteration_metrics(evals_log, self._keys), step=epoch)

@@ -25,6 +25,9 @@ LIGHTNING_WARNING_FILTERS = [
     # a 1-batch validation run: Lightning warns that the val metrics of a batch are averaged.
     "ignore:.*`LightningModule.log\\(..., batch_size=...\\)`",
     "ignore:Experiment logs directory .* exists and is not empty",
+    # Lightning 2.2 (the oldest tested) imports pkg_resources to declare its namespace package.
+    "ignore:pkg_resources is deprecated as an API",
+    "ignore:Deprecated call to `pkg_resources.declare_namespace",
 ]
 
 PACKAGES = [
