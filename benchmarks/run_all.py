@@ -292,7 +292,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="repetitions per measurement (default 3; quick 1)")
     parser.add_argument("--only", default=",".join(ALL_BENCHES), help="comma-separated: " + ",".join(ALL_BENCHES))
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument("--search-runs", type=int, default=None, help="runs in the search benchmark (100000; quick 5000)")
+    parser.add_argument("--search-runs", type=int, default=None,
+                        help="runs in the side-by-side search benchmark (10000; quick 2000)")
+    parser.add_argument("--search-runs-alone", type=int, default=None,
+                        help="runs in the mltrail-only search benchmark (100000; quick 10000; 0 skips it)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write every raw number here")
     args = parser.parse_args()
@@ -363,11 +366,17 @@ def main() -> None:
     if "search" in only and "mlflow_sync" in peers:
         import bench_search
 
-        n = args.search_runs or (5_000 if args.quick else 100_000)
-        log(f"search: {n:,} runs")
+        n = args.search_runs or (2_000 if args.quick else 10_000)
+        n_alone = args.search_runs_alone or (10_000 if args.quick else 100_000)
+        log(f"search: {n:,} runs side by side, {n_alone:,} runs mltrail alone")
         try:
             results["search"] = bench_search.run(n, root / "search", repeats=5, log=log)
             search_md = bench_search.tables(results["search"])
+            if n_alone:
+                results["search_alone"] = bench_search.run(
+                    n_alone, root / "search", repeats=5, log=log, peers=("mltrail",)
+                )
+                search_md += "\n\n" + bench_search.table_alone(results["search_alone"])
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             log(f"  search failed: {exc}")
             search_md = f"Search benchmark failed: {str(exc)[:500]}"

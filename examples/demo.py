@@ -76,7 +76,40 @@ def main() -> None:
             f"{run.data.metrics['train/accuracy']:>9.4f} {len(history):>12} {history.values.min():>9.4f}"
         )
     print(f"\nartifacts of the parent run: {[f.path for f in client.list_artifacts(parent.info.run_id)]}")
-    print("Next: mltrail runs ls --experiment demo")
+    sklearn_demo()
+    print("\nNext: mltrail runs ls --experiment demo")
+
+
+def sklearn_demo() -> None:
+    """scikit-learn autolog, when scikit-learn is installed (pip install 'mltrail[sklearn]')."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("\n(scikit-learn is not installed: pip install 'mltrail[sklearn]' to see autolog)")
+        return
+    mltrail.autolog()  # before importing scikit-learn's functions
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import GridSearchCV, train_test_split
+
+    mltrail.set_experiment("demo-sklearn")
+    X, y = load_iris(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    model = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    accuracy_score(y_test, model.predict(X_test))  # logged as accuracy_score_X_test
+    fit_run = mltrail.last_active_run()
+    GridSearchCV(LogisticRegression(max_iter=1000), {"C": [0.01, 0.1, 1.0]}, cv=3).fit(X_train, y_train)
+    mltrail.autolog(disable=True)
+    mltrail.sklearn.flush()
+    run = mltrail.get_run(fit_run.info.run_id)
+    print(
+        f"\nsklearn run {run.info.run_id}: C={run.data.params['C']}, "
+        f"training_accuracy_score={run.data.metrics['training_accuracy_score']:.3f}, "
+        f"accuracy_score_X_test={run.data.metrics['accuracy_score_X_test']:.3f}"
+    )
+    print(f"artifacts: {[f.path for f in mltrail.Client().list_artifacts(run.info.run_id)]}")
+    print(f"reloaded: {mltrail.sklearn.load_model(run.info.run_id)!r}")
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def positions(func: Callable[..., Any]) -> dict[str, int]:
 
 # ---------------------------------------------------------------------- datasets
 def fingerprint(data: Any, targets: Any = None, *, name: str | None = None) -> Dataset | None:
-    """A dataset fingerprint for numpy, pandas or scipy.sparse ``data``; None for anything else.
+    """A dataset fingerprint for numpy, pandas, scipy.sparse or list ``data``; None for anything else.
 
     Nothing is copied: numpy and pandas go through :mod:`mltrail.data`, which hashes sampled
     rows in place; a sparse matrix is described by its shape and stored values.
@@ -243,7 +243,11 @@ def fingerprint(data: Any, targets: Any = None, *, name: str | None = None) -> D
         if hasattr(data, "columns"):
             return datasets.from_pandas(data, name=name)
         return datasets.from_numpy(data.to_numpy(), _array_or_none(targets), name=name)
-    if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
+    import numpy as np
+
+    # numpy and plain lists only: converting a GPU array or another library's frame would
+    # copy the training data, which a fingerprint never does.
+    if isinstance(data, (np.ndarray, list, tuple)):
         return datasets.from_numpy(data, _array_or_none(targets), name=name)
     return None
 

@@ -32,10 +32,13 @@ both (Keras 2 behind ``TF_USE_LEGACY_KERAS=1`` is not patched).
 Speed: the callback defines per-batch hooks only when per-batch logging is asked for — Keras
 looks at which hooks a callback overrides to decide whether to do per-batch work at all — and
 declares itself ``async_safe``, so on backends that dispatch callbacks on a worker thread
-(PyTorch, JAX) training never waits for it. A batch that is not logged costs one modulo.
+(PyTorch, JAX) training never waits for it. A batch that is not logged costs two integer
+divisions.
 
-Tested with Keras 3.x on the PyTorch backend (no TensorFlow installed) and with
-tensorflow-cpu; the tested range is in :mod:`mltrail.autolog.registry`.
+Tested with Keras 3.0 (with numpy < 2, which Keras 3.0 needs) and 3.15 on the PyTorch backend
+(torch 2.13 CPU, no TensorFlow installed), and Keras 3.15 with tensorflow-cpu 2.21; the tested
+range is in :mod:`mltrail.autolog.registry`. The JAX backend goes through the same code but
+is not in the test matrix.
 """
 
 from __future__ import annotations

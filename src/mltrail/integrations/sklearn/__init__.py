@@ -49,6 +49,11 @@ thread (:func:`flush` waits for it; interpreter exit does too). The caller's thr
 ``predict``/``predict_proba`` on the training data, a few numpy passes, pickling the model and
 hashing sampled rows.
 
+This module holds the patches and what a fit logs; beside it: ``_metrics`` (training metrics
+in numpy, checked against ``sklearn.metrics`` by the tests), ``_plots`` (the PNG plots),
+``_post_training`` (metrics on an autologged model's predictions) and ``_worker`` (the
+background thread).
+
 Tested versions: scikit-learn 1.4 through 1.9 (``mltrail.autolog.registry``).
 
 Example:
@@ -70,15 +75,13 @@ import os
 import pickle
 import sys
 import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, safely
 from mltrail.core.errors import InvalidValueError
-from mltrail.integrations.sklearn import _worker
+from mltrail.integrations.sklearn import _post_training, _worker
 
 NAME = "sklearn"
 MODEL_ARTIFACT_PATH = "model"
@@ -482,7 +485,7 @@ def _post_fit(call: Call, result: Any) -> None:
         if is_search and getattr(estimator, "best_estimator_", None) is not None:
             safely(NAME, "model", _log_model, call, estimator.best_estimator_, "best_estimator", config)
     if config.log_post_training_metrics and run.run_id is not None:
-        _remember_model(estimator, run.run_id, call.state.get("uri") or _tracking_uri())
+        _post_training.remember_model(estimator, run.run_id, call.state.get("uri") or _tracking_uri())
 
 
 def _tracking_uri() -> str:
@@ -841,154 +844,6 @@ def flush(timeout: float | None = None) -> bool:
     return _worker.flush(timeout)
 
 
-# ---------------------------------------------------------------------- post-training metrics
-# id(model) -> (weak reference, run id, tracking URI); id(prediction) -> (prediction, run id, URI,
-# dataset name). Predictions are kept (strongly) only for the last few calls: enough for the
-# metric call that usually follows, and their identity is checked, so a reused id never matches.
-_models: dict[int, tuple[Any, str, str]] = {}
-_predictions: OrderedDict[int, tuple[Any, str, str, str]] = OrderedDict()
-_MAX_PREDICTIONS = 16
-_metric_names: dict[tuple[str, str, str], list[str]] = {}  # (run, metric, dataset) -> arg signatures
-_metric_steps: dict[tuple[str, str], int] = {}
-
-
-def _remember_model(estimator: Any, run_id: str, uri: str) -> None:
-    key = id(estimator)
-
-    def forget(_ref: Any) -> None:
-        _models.pop(key, None)
-
-    try:
-        ref = weakref.ref(estimator, forget)
-    except TypeError:
-        return
-    _models[key] = (ref, run_id, uri)
-
-
-def _tracked(instance: Any) -> tuple[str, str] | None:
-    entry = _models.get(id(instance))
-    if entry is None or entry[0]() is not instance:
-        return None
-    return entry[1], entry[2]
-
-
-def _want_tracked_instance(call: Call) -> bool:
-    return bool(_models) and _config(call).log_post_training_metrics and _tracked(call.instance) is not None
-
-
-def _post_predict(call: Call, result: Any) -> None:
-    tracked = _tracked(call.instance)
-    if tracked is None or result is None:
-        return
-    X = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
-    name = caller_variable(X) or "unknown_dataset"
-    # A prediction may itself be a view (``vstack(...).T``): a slice of it then has the owner
-    # of the memory as its ``base``, so the owner is remembered too.
-    for obj in (result, getattr(result, "base", None)):
-        if obj is not None:
-            _predictions[id(obj)] = (obj, tracked[0], tracked[1], name)
-            _predictions.move_to_end(id(obj))
-    while len(_predictions) > _MAX_PREDICTIONS:
-        _predictions.popitem(last=False)
-
-
-def _find_prediction(values: Any) -> tuple[str, str, str] | None:
-    for value in values:
-        obj = value
-        for _ in range(3):  # a slice of a prediction (proba[:, 1]) is a view of it
-            entry = _predictions.get(id(obj))
-            if entry is not None and entry[0] is obj:
-                return entry[1], entry[2], entry[3]
-            obj = getattr(obj, "base", None)
-            if obj is None:
-                break
-    return None
-
-
-def _want_metric(call: Call) -> bool:
-    if not _predictions or not _config(call).log_post_training_metrics:
-        return False
-    return _find_prediction((*call.args[:3], *call.kwargs.values())) is not None
-
-
-def _post_metric(call: Call, result: Any) -> None:
-    found = _find_prediction((*call.args[:3], *call.kwargs.values()))
-    if found is None:
-        return
-    value = _scalar(result)
-    if value is None:
-        return
-    run_id, uri, dataset = found
-    metric = call.patch.path
-    options = {k: v for k, v in call.kwargs.items() if not _is_arraylike(v)}
-    signature = repr(sorted((k, repr(v)) for k, v in options.items()))
-    seen = _metric_names.setdefault((run_id, metric, dataset), [])
-    if signature not in seen:
-        seen.append(signature)
-    index = seen.index(signature)
-    base = metric if index == 0 else f"{metric}-{index + 1}"
-    _log_late_metric(run_id, uri, f"{base}_{dataset}", value)
-
-
-def _post_score(call: Call, result: Any) -> None:
-    tracked = _tracked(call.instance)
-    value = _scalar(result)
-    if tracked is None or value is None:
-        return
-    X = call.args[0] if call.args else call.kwargs.get("X")
-    dataset = caller_variable(X) or "unknown_dataset"
-    _log_late_metric(tracked[0], tracked[1], f"{type(call.instance).__name__}_score_{dataset}", value)
-
-
-def _is_arraylike(value: Any) -> bool:
-    return (hasattr(value, "__len__") and not isinstance(value, str)) or hasattr(value, "__array__")
-
-
-def _scalar(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        if hasattr(value, "shape") and getattr(value, "shape", None) not in ((), None):
-            return None
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out
-
-
-def _log_late_metric(run_id: str, uri: str, key: str, value: float) -> None:
-    """Log ``key`` to ``run_id``: through the writer while the run is open, else straight to the store.
-
-    Repeated keys get the next step. A run that has ended takes the point directly (a training
-    run's evaluation belongs to it), written by the background thread.
-    """
-    from mltrail.core.client import Client
-    from mltrail.core.errors import RunStateError
-    from mltrail.core.validation import validate_key
-
-    validate_key(key, "metric")
-    step = _metric_steps.get((run_id, key), 0)
-    _metric_steps[(run_id, key)] = step + 1
-    client = Client(uri)
-    try:
-        client.log_metric(run_id, key, value, step=step)
-        return
-    except RunStateError:
-        pass
-    now = int(time.time() * 1000)
-
-    def work() -> None:
-        import numpy as np
-
-        from mltrail.core.store.base import MetricChunk, WriteBatch
-
-        chunk = MetricChunk(run_id, key, np.array([step], dtype=np.int64), np.array([now], dtype=np.int64),
-                            np.array([value], dtype=np.float64))
-        Client(uri).store.write_batch(WriteBatch(metrics=[chunk]))
-
-    _worker.submit("post_training_metric", run_id, work)
-
-
 # ---------------------------------------------------------------------- cross-validation
 def _pre_cross_validate(call: Call) -> None:
     call.state["start"] = time.perf_counter()
@@ -1064,20 +919,20 @@ PATCHES = (
     Patch(owner="sklearn.base", path="OutlierMixin.fit_predict", pre=_pre_fit, post=_post_fit,
           child="if_used", when=_want_fit),
     *(
-        Patch(owner="sklearn.base", path=f"BaseEstimator.{method}", post=_post_predict, run="none",
-              when=_want_tracked_instance, subclasses=True)
+        Patch(owner="sklearn.base", path=f"BaseEstimator.{method}", post=_post_training.post_predict, run="none",
+              when=_post_training.want_tracked_instance, subclasses=True)
         for method in _PREDICT_METHODS
     ),
     *(
         Patch(owner="sklearn.linear_model._base", path=f"LinearClassifierMixin.{method}",
-              post=_post_predict, run="none", when=_want_tracked_instance)
+              post=_post_training.post_predict, run="none", when=_post_training.want_tracked_instance)
         for method in ("predict", "decision_function")
     ),
-    Patch(owner="sklearn.base", path="BaseEstimator.score", post=_post_score, run="none",
-          when=_want_tracked_instance, subclasses=True),
+    Patch(owner="sklearn.base", path="BaseEstimator.score", post=_post_training.post_score, run="none",
+          when=_post_training.want_tracked_instance, subclasses=True),
     *(
-        Patch(owner="sklearn.base", path=f"{mixin}.score", post=_post_score, run="none",
-              when=_want_tracked_instance)
+        Patch(owner="sklearn.base", path=f"{mixin}.score", post=_post_training.post_score, run="none",
+              when=_post_training.want_tracked_instance)
         for mixin in ("ClassifierMixin", "RegressorMixin")
     ),
     *(
@@ -1086,7 +941,7 @@ PATCHES = (
         for fn in _CV_FUNCTIONS
     ),
     *(
-        Patch(owner="sklearn.metrics", path=fn, post=_post_metric, run="none", when=_want_metric)
+        Patch(owner="sklearn.metrics", path=fn, post=_post_training.post_metric, run="none", when=_post_training.want_metric)
         for fn in METRIC_FUNCTIONS
     ),
 )
@@ -1156,7 +1011,4 @@ def autolog(
 
 def _reset_for_tests() -> None:
     """Forget tracked models and predictions (test isolation)."""
-    _models.clear()
-    _predictions.clear()
-    _metric_names.clear()
-    _metric_steps.clear()
+    _post_training.reset()
