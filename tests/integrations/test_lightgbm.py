@@ -33,6 +33,11 @@ from mltrail.autolog._safety import InjectedFault, inject_fault  # noqa: E402
 from mltrail.integrations import _boosting  # noqa: E402
 from mltrail.integrations import lightgbm as mll  # noqa: E402
 
+pytestmark = [
+    # LightGBM 4.0 reading a pandas frame calls np.find_common_type, deprecated in numpy 1.25.
+    pytest.mark.filterwarnings("ignore:np.find_common_type is deprecated:DeprecationWarning"),
+]
+
 
 @pytest.fixture(autouse=True)
 def _autolog_off() -> Iterator[None]:
@@ -254,8 +259,12 @@ def test_autolog_train_ranking_with_options(sqlite_uri: str) -> None:
     dtrain = lgb.Dataset(X, y, group=groups)
     dvalid = lgb.Dataset(Xv, yv, group=gv, reference=dtrain)
     record: dict[str, Any] = {}
-    train({"objective": "lambdarank", "metric": "ndcg", "eval_at": [5], "num_threads": 1, "verbose": -1},
-          dtrain, 7, [dvalid], ["valid"], None, None, False, [lgb.record_evaluation(record)])  # all positional
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [5], "num_threads": 1, "verbose": -1}
+    # Every argument positional, callbacks included (their positions differ across LightGBM 4.x).
+    signature = inspect.signature(train).parameters
+    names = list(signature)
+    defaults = [signature[n].default for n in names[5 : names.index("callbacks")]]
+    train(params, dtrain, 7, [dvalid], ["valid"], *defaults, [lgb.record_evaluation(record)])
     (run,) = _autolog_runs()
     run = _run(run.info.run_id)
     assert run.data.tags["team"] == "search"
