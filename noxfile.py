@@ -66,8 +66,10 @@ def _matrix() -> list[tuple[str, str, list[str], list[str], dict[str, str]]]:
         ("boosting", "latest", [f"xgboost-cpu{xgb_new}", f"lightgbm{lgb_new}", "scikit-learn", *plots],
          ["tests/integrations/test_xgboost.py", "tests/integrations/test_lightgbm.py"], {}),
         ("torch", "latest", [TORCH], ["tests/integrations/torch"], {}),
-        ("lightning", "oldest", [TORCH, f"lightning{pl_old}"], ["tests/integrations/lightning"], {}),
-        ("lightning", "latest", [TORCH, f"lightning{pl_new}", f"pytorch-lightning{pl_new}"],
+        # Lightning 2.2 imports pkg_resources (gone from setuptools 81).
+        ("lightning", "oldest", [TORCH, f"lightning{pl_old}", "setuptools<81", "tensorboardX"],
+         ["tests/integrations/lightning"], {}),
+        ("lightning", "latest", [TORCH, f"lightning{pl_new}", f"pytorch-lightning{pl_new}", "tensorboardX"],
          ["tests/integrations/lightning"], {}),
         ("keras-torch", "latest", [TORCH, f"keras{keras_new}"], ["tests/integrations/test_keras.py"],
          {"KERAS_BACKEND": "torch"}),

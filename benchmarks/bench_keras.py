@@ -13,8 +13,10 @@ alike. Modes:
   on the TensorFlow backend) the same two ways, on a SQLite store, where MLflow is installed.
 
 Overhead per step = (mode's fit time - bare fit time) / steps, from wall time and from process
-CPU time (CPU time is less disturbed by other processes on a busy machine). A separate,
-in-process measurement times mltrail's per-batch hook alone, called on the training thread.
+CPU time (CPU time is less disturbed by other processes on a busy machine). Two in-process
+measurements follow: mltrail's per-batch hook alone, called on the training thread; and
+``--pairs`` alternating fits without and with ``MLTrailCallback(log_every_n_steps=1)`` in one
+process, whose median difference cancels the drift of a busy machine's load.
 
 Run: ``KERAS_BACKEND=torch python benchmarks/bench_keras.py [--steps 2000] [--repeats 5]
 [--json out.json]``. Targets (issue 8): per-batch logging on every step costs <= 3 % of step
@@ -115,6 +117,49 @@ def worker(mode: str, steps: int, batch: int, epochs: int, workdir: str) -> dict
             "backend": keras.backend.backend(), "keras": keras.__version__}
 
 
+def paired(steps: int, batch: int, pairs: int, workdir: str) -> dict[str, Any]:
+    """Alternate bare fits and fits with MLTrailCallback(log_every_n_steps=1) in one process.
+
+    Differences of neighbouring fits cancel the slow drift of a busy machine's load better than
+    fits in separate processes do; the median over the pairs is reported.
+    """
+    _single_thread()
+    import keras
+
+    import mltrail
+    from mltrail.integrations import keras as mk
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    mltrail.set_tracking_uri(os.path.join(workdir, "mltrail-paired"))
+    x, y = _data(steps, batch)
+    model = _model(keras)
+    model.fit(x[: batch * 50], y[: batch * 50], batch_size=batch, epochs=1, verbose=0)  # warm-up
+    wall_d, cpu_d, bare_wall, bare_cpu = [], [], [], []
+    with mltrail.start_run():
+        for i in range(pairs):
+            timed = {}
+            for which in (("bare", "ours") if i % 2 == 0 else ("ours", "bare")):
+                callbacks = [mk.MLTrailCallback(log_every_n_steps=1, log_model_summary=False,
+                                                log_datasets=False, log_params=False)] if which == "ours" else []
+                w0, c0 = time.perf_counter(), time.process_time()
+                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+                timed[which] = (time.perf_counter() - w0, time.process_time() - c0)
+            wall_d.append(timed["ours"][0] - timed["bare"][0])
+            cpu_d.append(timed["ours"][1] - timed["bare"][1])
+            bare_wall.append(timed["bare"][0])
+            bare_cpu.append(timed["bare"][1])
+    mltrail.flush()
+    med = statistics.median
+    return {
+        "steps": steps, "pairs": pairs,
+        "bare_wall_us": med(bare_wall) / steps * 1e6, "bare_cpu_us": med(bare_cpu) / steps * 1e6,
+        "over_wall_us": med(wall_d) / steps * 1e6, "over_cpu_us": med(cpu_d) / steps * 1e6,
+    }
+
+
 def hook_cost(n: int = 20000) -> dict[str, float]:
     """Time mltrail's per-batch hook alone, on this thread: µs per call, logging every call."""
     _single_thread()
@@ -155,9 +200,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", type=int, default=10, help="bare/mltrail fit pairs in one process")
+    parser.add_argument("--worker", choices=(*MODES, "paired"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "paired":
+        print(json.dumps(paired(args.steps // 4, args.batch, args.pairs, args.workdir)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.batch, args.epochs, args.workdir)))
         return
@@ -211,8 +260,23 @@ def main() -> None:
         theirs = table["mlflow_batch"]["over_cpu_us"]
         print(f"\nEvery-step logging, CPU overhead per step: MLflow {theirs:.0f} µs, mltrail {ours:.0f} µs "
               f"-> MLflow costs {theirs / ours:.0f}x more")
+    with tempfile.TemporaryDirectory(prefix="bench-keras-") as tmp:
+        cmd = [sys.executable, __file__, "--worker", "paired", "--workdir", tmp, "--steps", str(args.steps),
+               "--batch", str(args.batch), "--pairs", str(args.pairs)]
+        env = dict(os.environ, PYTHONWARNINGS="ignore", MLTRAIL_CAPTURE_PACKAGES="false", TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=3600)
+    pair: dict[str, Any] | None = None
+    if proc.returncode == 0:
+        pair = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"\nPaired in one process ({pair['pairs']} alternating fits of {pair['steps']} steps each, "
+              f"median difference): every-step logging adds {pair['over_cpu_us']:+.1f} µs CPU "
+              f"({100 * pair['over_cpu_us'] / pair['bare_cpu_us']:+.2f} %) and {pair['over_wall_us']:+.1f} µs "
+              f"wall ({100 * pair['over_wall_us'] / pair['bare_wall_us']:+.2f} %) to a "
+              f"{pair['bare_wall_us']:.0f} µs step")
+    else:
+        print(f"paired measurement failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"table": table, "hook": hook, "raw": results}, indent=2))
+        args.json.write_text(json.dumps({"table": table, "hook": hook, "paired": pair, "raw": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -413,7 +413,7 @@ def _run_for(config: AutologConfig, *, start: bool = True) -> ActiveRun | None:
         from mltrail.core import fluent
 
         _fluent = fluent
-    active = _fluent.active_run()
+    active: ActiveRun | None = _fluent.active_run()
     if active is not None:
         if config.exclusive and active.info.run_id not in _started:
             return None
