@@ -35,6 +35,7 @@ from mltrail.core.entities import (
     MetricHistory,
     Param,
     Run,
+    RunData,
     RunStatus,
     RunTag,
     ViewType,
@@ -176,7 +177,8 @@ class Client:
         self._artifact_uris[run_id] = info.artifact_uri
         buf = writer.buffer(self.store, run_id, owned=owned)
         buf.params = {}
-        return self.store.get_run(run_id)
+        # A new run holds exactly what was just written: no need to read it back.
+        return Run(info=info, data=RunData(tags=dict(clean)))
 
     def get_run(self, run_id: str) -> Run:
         self.flush()

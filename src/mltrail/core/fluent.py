@@ -13,9 +13,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -667,18 +669,41 @@ def _capture_environment_later(client: Client, run_id: str) -> None:
         except Exception:  # noqa: BLE001 - capture is best effort, never an error in training
             _log.debug("background environment capture failed", exc_info=True)
 
-    thread = threading.Thread(target=work, name="mltrail-environment", daemon=True)
-    _env_threads.append(thread)
-    thread.start()
+    _submit_environment_job(work)
 
 
-_env_threads: list[threading.Thread] = []
+# One long-lived worker per process: starting a thread per run costs start_run milliseconds.
+_env_jobs: queue.Queue[Any] | None = None
+_env_pid = 0
+
+
+def _submit_environment_job(work: Any) -> None:
+    global _env_jobs, _env_pid
+    if _env_jobs is None or _env_pid != os.getpid():
+        _env_jobs, _env_pid = queue.Queue(), os.getpid()
+        threading.Thread(
+            target=_environment_worker, args=(_env_jobs,), name="mltrail-environment", daemon=True
+        ).start()
+    _env_jobs.put(work)
+
+
+def _environment_worker(jobs: queue.Queue[Any]) -> None:
+    while True:
+        work = jobs.get()
+        try:
+            work()
+        finally:
+            jobs.task_done()
 
 
 def _join_environment_threads(timeout: float = 10.0) -> None:
-    for thread in list(_env_threads):
-        thread.join(timeout)
-    _env_threads.clear()
+    """Wait (bounded) until every queued environment capture has been recorded."""
+    jobs = _env_jobs
+    if jobs is None or _env_pid != os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while jobs.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- process hooks
