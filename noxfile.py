@@ -71,9 +71,9 @@ def _matrix() -> list[tuple[str, str, list[str], list[str], dict[str, str]]]:
          ["tests/integrations/lightning"], {}),
         ("lightning", "latest", [TORCH, f"lightning{pl_new}", f"pytorch-lightning{pl_new}", "tensorboardX"],
          ["tests/integrations/lightning"], {}),
-        ("keras-torch", "latest", [TORCH, f"keras{keras_new}"], ["tests/integrations/test_keras.py"],
+        ("keras-torch", "latest", [TORCH, f"keras{keras_new}", "scikit-learn"], ["tests/integrations/test_keras.py"],
          {"KERAS_BACKEND": "torch"}),
-        ("keras-tf", "latest", ["tensorflow-cpu", f"keras{keras_new}"], ["tests/integrations/test_keras.py"],
+        ("keras-tf", "latest", ["tensorflow-cpu", f"keras{keras_new}", "scikit-learn"], ["tests/integrations/test_keras.py"],
          {"KERAS_BACKEND": "tensorflow"}),
     ]
 

@@ -41,10 +41,18 @@ from typing import Any
 
 EXPERIMENT = "search-bench"
 QUERIES: list[tuple[str, str, list[str]]] = [
-    ("metric > x AND param = 'x', by metric DESC", "metrics.m1 > 0.5 AND params.p1 = 'x'", ["metrics.m2 DESC"]),
+    (
+        "metric > x AND param = 'x', by metric DESC",
+        "metrics.m1 > 0.5 AND params.p1 = 'x'",
+        ["metrics.m2 DESC"],
+    ),
     ("tag = AND metric <, by metric ASC", "tags.t1 = 'team-3' AND metrics.m3 < 0.2", ["metrics.m4 ASC"]),
     ("param = (half the runs), by start_time DESC", "params.p4 = 'adam'", ["attributes.start_time DESC"]),
-    ("metric range, by param ASC", "metrics.m5 >= 0.25 AND metrics.m5 < 0.75", ["params.p3 ASC", "metrics.m1 DESC"]),
+    (
+        "metric range, by param ASC",
+        "metrics.m5 >= 0.25 AND metrics.m5 < 0.75",
+        ["params.p3 ASC", "metrics.m1 DESC"],
+    ),
 ]
 BASE_TIME = 1_700_000_000_000
 
@@ -158,11 +166,16 @@ def setup_mlflow(workdir: Path, n: int) -> dict[str, Any]:
     for run in runs[1:]:
         run_id = uuid.uuid4().hex
         cols, (run_row,) = tables["runs"]
-        row = dict(run_row, run_uuid=run_id, name=run["name"], start_time=run["start"], end_time=run["start"] + 500)
+        row = dict(
+            run_row, run_uuid=run_id, name=run["name"], start_time=run["start"], end_time=run["start"] + 500
+        )
         row["artifact_uri"] = str(run_row["artifact_uri"]).replace(rid, run_id)
         rows["runs"].append(tuple(row[c] for c in cols))
-        for table, source in (("params", run["params"]), ("metrics", run["metrics"]),
-                              ("latest_metrics", run["metrics"])):
+        for table, source in (
+            ("params", run["params"]),
+            ("metrics", run["metrics"]),
+            ("latest_metrics", run["metrics"]),
+        ):
             cols, templates = tables[table]
             by_key = {t["key"]: t for t in templates}
             for key, value in source.items():
@@ -207,13 +220,17 @@ def query_mltrail(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str,
 
         def search(filt: str = filt, order: list[str] = order) -> Any:
             return mltrail.search_runs(
-                experiment_ids=[exp_id], filter_string=filt, order_by=order, max_results=100,
+                experiment_ids=[exp_id],
+                filter_string=filt,
+                order_by=order,
+                max_results=100,
                 output_format="list",
             )
 
         runs, cold, warm = _time(search, repeats)
-        out["queries"].append({"label": label, "cold_s": cold, "median_s": warm,
-                               "names": [r.info.run_name for r in runs]})
+        out["queries"].append(
+            {"label": label, "cold_s": cold, "median_s": warm, "names": [r.info.run_name for r in runs]}
+        )
 
     def export() -> Any:
         return mltrail.search_runs(experiment_ids=[exp_id], max_results=n, output_format="pandas")
@@ -242,8 +259,9 @@ def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, 
 
         # MLflow takes seconds to minutes per query at 100k runs: one warm repeat after the cold one.
         runs, cold, warm = _time(search, min(repeats, 1))
-        out["queries"].append({"label": label, "cold_s": cold, "median_s": warm,
-                               "names": [r.info.run_name for r in runs]})
+        out["queries"].append(
+            {"label": label, "cold_s": cold, "median_s": warm, "names": [r.info.run_name for r in runs]}
+        )
 
     def export() -> Any:
         return mlflow.search_runs(experiment_ids=[exp_id], max_results=n, output_format="pandas")
@@ -255,8 +273,18 @@ def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, 
 
 # ---------------------------------------------------------------------- driver
 def _child(role: str, workdir: Path, n: int, extra: str = "", repeats: int = 5, timeout: float = 3600) -> Any:
-    cmd = [sys.executable, __file__, "--role", role, "--workdir", str(workdir), "--runs", str(n),
-           "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--role",
+        role,
+        "--workdir",
+        str(workdir),
+        "--runs",
+        str(n),
+        "--repeats",
+        str(repeats),
+    ]
     if extra:
         cmd += ["--experiment-id", extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -281,7 +309,9 @@ def run(
             setup = _child(f"setup-{peer}", workdir / f"{peer}-{n}", n)
             marker.write_text(json.dumps(setup))
         log(f"search: querying {peer} ...")
-        result[peer] = _child(f"query-{peer}", workdir / f"{peer}-{n}", n, str(setup["experiment_id"]), repeats)
+        result[peer] = _child(
+            f"query-{peer}", workdir / f"{peer}-{n}", n, str(setup["experiment_id"]), repeats
+        )
         result[peer]["setup_seconds"] = setup["setup_seconds"]
     if "mlflow" in result:
         for q_mt, q_mf in zip(result["mltrail"]["queries"], result["mlflow"]["queries"], strict=True):
@@ -336,7 +366,7 @@ def tables(result: dict[str, Any]) -> str:
     ea, eb = mt["export"], mf["export"]
     lines += [
         "",
-        f"Full export of all {n:,} runs to a pandas DataFrame (`search_runs(output_format=\"pandas\")`):",
+        f'Full export of all {n:,} runs to a pandas DataFrame (`search_runs(output_format="pandas")`):',
         "",
         "| | mltrail | MLflow | speed-up |",
         "|---|---|---|---|",

@@ -33,7 +33,12 @@ WORKER = HERE / "worker.py"
 sys.path.insert(0, str(HERE))
 
 PEERS = ("mltrail", "mlflow_sync", "mlflow_async", "wandb")
-TITLES = {"mltrail": "mltrail", "mlflow_sync": "MLflow sync", "mlflow_async": "MLflow async", "wandb": "W&B offline"}
+TITLES = {
+    "mltrail": "mltrail",
+    "mlflow_sync": "MLflow sync",
+    "mlflow_async": "MLflow async",
+    "wandb": "W&B offline",
+}
 
 # Points (or steps, for the *100 benchmarks) per measurement. The peers log fewer where logging
 # the full amount would take many minutes (MLflow commits one SQLite transaction per call);
@@ -50,7 +55,18 @@ SIZES: dict[str, dict[str, int]] = {
     "read100k": {"mltrail": 100_000, "mlflow_sync": 100_000},
 }
 QUICK_DIVISOR = 10
-ALL_BENCHES = ("import", "timer", "call", "calls100", "durable", "durable100", "read", "memory", "search", "extra")
+ALL_BENCHES = (
+    "import",
+    "timer",
+    "call",
+    "calls100",
+    "durable",
+    "durable100",
+    "read",
+    "memory",
+    "search",
+    "extra",
+)
 READ_NOTE = {"read": "not run (see the 100k row)"}
 
 
@@ -60,9 +76,22 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------------- running things
 def worker(peer: str, bench: str, n: int, workdir: Path, timeout: float = 1800) -> dict[str, Any]:
-    cmd = [sys.executable, str(WORKER), "--peer", peer, "--bench", bench, "--n", str(n), "--workdir", str(workdir)]
+    cmd = [
+        sys.executable,
+        str(WORKER),
+        "--peer",
+        peer,
+        "--bench",
+        bench,
+        "--n",
+        str(n),
+        "--workdir",
+        str(workdir),
+    ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir.parent, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir.parent, check=False
+    )
     if proc.returncode != 0:
         msg = f"{peer}/{bench} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
         raise RuntimeError(msg)
@@ -106,7 +135,9 @@ def machine() -> dict[str, str]:
     info: dict[str, str] = {"cores": str(os.cpu_count())}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")
+        ]
         info["cpu"] = models[0] if models else platform.processor()
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
         info["ram"] = f"{int(mem) / 1024**2:.1f} GiB"
@@ -175,17 +206,59 @@ ROWS = [
     Row("`log_metric` per call, p99", "call", "p99_ns", _us, target=20_000, target_text="≤ 20 µs"),
     Row("`log_metrics` (100 metrics/step) per call, median", "calls100", "median_ns", _us, target_text="—"),
     Row("`log_metrics` (100 metrics/step) per call, p99", "calls100", "p99_ns", _us, target_text="—"),
-    Row("points/s until durable, `log_metric` loop", "durable", "points_per_s", _rate, lower_is_better=False,
-        target=1_000_000, target_text="≥ 1,000,000/s"),
-    Row("points/s until durable, `log_metrics` 100/step", "durable100", "points_per_s", _rate,
-        lower_is_better=False, target=1_000_000, target_text="≥ 1,000,000/s"),
-    Row("read a 1,000,000-point history (`get_metric_history`)", "read", "median_s", _seconds, target=0.050,
-        target_text="≤ 50 ms", show_n=True),
-    Row("read a 100,000-point history (`get_metric_history`)", "read100k", "median_s", _seconds,
-        target_text="—", show_n=True),
-    Row("peak RSS growth while logging", "memory", "growth_bytes", _mb, target=100e6, target_text="< 100 MB (10M points)",
-        ratios=False, show_n=True),
-    Row("`import` time (median of 7, fresh process)", "import", "seconds", _seconds, target=0.050, target_text="≤ 50 ms"),
+    Row(
+        "points/s until durable, `log_metric` loop",
+        "durable",
+        "points_per_s",
+        _rate,
+        lower_is_better=False,
+        target=1_000_000,
+        target_text="≥ 1,000,000/s",
+    ),
+    Row(
+        "points/s until durable, `log_metrics` 100/step",
+        "durable100",
+        "points_per_s",
+        _rate,
+        lower_is_better=False,
+        target=1_000_000,
+        target_text="≥ 1,000,000/s",
+    ),
+    Row(
+        "read a 1,000,000-point history (`get_metric_history`)",
+        "read",
+        "median_s",
+        _seconds,
+        target=0.050,
+        target_text="≤ 50 ms",
+        show_n=True,
+    ),
+    Row(
+        "read a 100,000-point history (`get_metric_history`)",
+        "read100k",
+        "median_s",
+        _seconds,
+        target_text="—",
+        show_n=True,
+    ),
+    Row(
+        "peak RSS growth while logging",
+        "memory",
+        "growth_bytes",
+        _mb,
+        target=100e6,
+        target_text="< 100 MB (10M points)",
+        ratios=False,
+        show_n=True,
+    ),
+    Row(
+        "`import` time (median of 7, fresh process)",
+        "import",
+        "seconds",
+        _seconds,
+        target=0.050,
+        target_text="≤ 50 ms",
+    ),
 ]
 
 
@@ -199,7 +272,14 @@ def _value(results: dict[str, Any], row: Row, peer: str) -> tuple[float | None, 
 
 
 def main_table(results: dict[str, Any], peers: list[str]) -> str:
-    header = ["benchmark", *[TITLES[p] for p in PEERS], "ratio vs MLflow sync", "ratio vs MLflow async", "target", "met?"]
+    header = [
+        "benchmark",
+        *[TITLES[p] for p in PEERS],
+        "ratio vs MLflow sync",
+        "ratio vs MLflow async",
+        "target",
+        "met?",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in ROWS:
         if row.bench not in results:
@@ -220,7 +300,9 @@ def main_table(results: dict[str, Any], peers: list[str]) -> str:
                 cells.append("same as sync")
             elif value is None:
                 if row.bench.startswith("read"):
-                    cells.append("n/a (no local read API)" if peer == "wandb" else READ_NOTE.get(row.bench, "n/a"))
+                    cells.append(
+                        "n/a (no local read API)" if peer == "wandb" else READ_NOTE.get(row.bench, "n/a")
+                    )
                 else:
                     cells.append("n/a")
             else:
@@ -280,7 +362,9 @@ def sizes_note(results: dict[str, Any], peers: list[str]) -> str:
     for bench in ("call", "calls100", "durable", "durable100", "read", "read100k", "memory"):
         if bench not in results:
             continue
-        parts = [f"{TITLES[p]} {results[bench][p]['n']:,}" for p in peers if results[bench].get(p, {}).get("n")]
+        parts = [
+            f"{TITLES[p]} {results[bench][p]['n']:,}" for p in peers if results[bench].get(p, {}).get("n")
+        ]
         lines.append(f"- {bench}: " + ", ".join(parts))
     return "\n".join(lines)
 
@@ -289,14 +373,28 @@ def sizes_note(results: dict[str, Any], peers: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
-    parser.add_argument("--repeats", type=int, default=None, help="repetitions per measurement (default 3; quick 1)")
-    parser.add_argument("--only", default=",".join(ALL_BENCHES), help="comma-separated: " + ",".join(ALL_BENCHES))
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="repetitions per measurement (default 3; quick 1)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(ALL_BENCHES), help="comma-separated: " + ",".join(ALL_BENCHES)
+    )
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument("--search-runs", type=int, default=None,
-                        help="runs in the side-by-side search benchmark (10000; quick 2000)")
-    parser.add_argument("--search-runs-alone", type=int, default=None,
-                        help="runs in the mltrail-only search benchmark (100000; quick 10000; 0 skips it)")
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
+    parser.add_argument(
+        "--search-runs",
+        type=int,
+        default=None,
+        help="runs in the side-by-side search benchmark (10000; quick 2000)",
+    )
+    parser.add_argument(
+        "--search-runs-alone",
+        type=int,
+        default=None,
+        help="runs in the mltrail-only search benchmark (100000; quick 10000; 0 skips it)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every raw number here")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
@@ -405,8 +503,9 @@ def main() -> None:
             if not path.exists():
                 continue
             log(f"running {name}")
-            help_text = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
-                                       check=False).stdout
+            help_text = subprocess.run(
+                [sys.executable, str(path), "--help"], capture_output=True, text=True, check=False
+            ).stdout
             extra = ["--quick"] if args.quick and "--quick" in help_text else []
             print(f"\n## {name}\n", flush=True)
             proc = subprocess.run([sys.executable, str(path), *extra], check=False)
