@@ -71,6 +71,9 @@ def _matrix() -> list[tuple[str, str, list[str], list[str], dict[str, str]]]:
          ["tests/integrations/lightning"], {}),
         ("lightning", "latest", [TORCH, f"lightning{pl_new}", f"pytorch-lightning{pl_new}", "tensorboardX"],
          ["tests/integrations/lightning"], {}),
+        # Keras 3.0 predates numpy 2 (np.Inf).
+        ("keras-torch", "oldest", [TORCH, f"keras{keras_old}", "numpy<2", "scikit-learn"],
+         ["tests/integrations/test_keras.py"], {"KERAS_BACKEND": "torch"}),
         ("keras-torch", "latest", [TORCH, f"keras{keras_new}", "scikit-learn"], ["tests/integrations/test_keras.py"],
          {"KERAS_BACKEND": "torch"}),
         ("keras-tf", "latest", ["tensorflow-cpu", f"keras{keras_new}", "scikit-learn"], ["tests/integrations/test_keras.py"],
