@@ -33,7 +33,6 @@ from mltrail.core.entities import (
     RunInfo,
     RunInputs,
     RunStatus,
-    ViewType,
 )
 from mltrail.core.errors import (
     ExperimentExistsError,
@@ -892,9 +891,6 @@ class SqlStore(Store):
         runs = {r.info.run_id: r for r in self._load_runs([row[0] for row in page])}
         return PagedList([runs[row[0]] for row in page if row[0] in runs], token)
 
-    def count_runs(self, view_type: int = ViewType.ACTIVE_ONLY) -> int:
-        rows = self.conn.query("SELECT COUNT(*) FROM runs")
-        return int(rows[0][0])
 
 
 _LATEST_UPSERT = """
