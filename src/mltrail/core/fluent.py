@@ -50,6 +50,7 @@ _last_active_run_id: str | None = None
 _unhandled_exception = False
 _hooks_installed = False
 _start_run_hooks: list[Any] = []  # callables(run: ActiveRun) run after a run starts
+_flush_hooks: list[Any] = []  # callables() that finish background work before flush() drains
 
 
 class ActiveRun:
@@ -514,8 +515,24 @@ def get_artifact_uri(artifact_path: str | None = None) -> str:
 
 
 def flush() -> None:
-    """Block until everything logged so far in this process is durable in the store."""
+    """Block until everything logged so far in this process is durable in the store.
+
+    Background work that integrations queued (model files, plots, metrics computed off the
+    training thread) is finished first, through the hooks of :func:`register_flush_hook`.
+    """
+    for hook in list(_flush_hooks):
+        hook()
     get_writer().flush()
+
+
+def register_flush_hook(hook: Any) -> None:
+    """Have :func:`flush` call ``hook()`` (once registered, idempotent) before draining the writer.
+
+    For integrations with a background worker of their own: the hook blocks until the work
+    queued so far has been handed to the writer. A hook may raise (strict autolog mode does).
+    """
+    if hook not in _flush_hooks:
+        _flush_hooks.append(hook)
 
 
 def get_run(run_id: str) -> Run:

@@ -48,6 +48,11 @@ class Config(AutologConfig):
     prefix: str = ""
     exclude: frozenset[str] = field(default_factory=frozenset)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        exclude = self.exclude
+        object.__setattr__(self, "exclude", frozenset([exclude] if isinstance(exclude, str) else exclude))
+
 
 # ---------------------------------------------------------------------- pure helpers
 def namespace_params(
@@ -143,18 +148,4 @@ def autolog(
         >>> from mltrail.integrations import argparse as argparse_autolog
         >>> argparse_autolog.autolog(prefix="args.", exclude=["api_key"])
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            prefix=prefix,
-            exclude=frozenset([exclude] if isinstance(exclude, str) else exclude),
-        ),
-    )
+    enable(NAME, Config(**locals()))

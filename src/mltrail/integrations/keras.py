@@ -147,22 +147,7 @@ def autolog(
         >>> model.fit(x_train, y_train, epochs=5, validation_split=0.1)
         >>> model.evaluate(x_test, y_test)  # eval_loss, eval_accuracy go to the same run
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            log_model_summary=log_model_summary,
-            log_checkpoints=log_checkpoints,
-            log_evaluate=log_evaluate,
-        ),
-    )
+    enable(NAME, Config(**locals()))
 
 
 # ---------------------------------------------------------------------- pure helpers

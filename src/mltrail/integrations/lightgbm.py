@@ -597,18 +597,4 @@ def autolog(
         >>> mll.autolog(importance_types=["gain"])
         >>> lgb.train(params, dtrain, 200, valid_sets=[dvalid])
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            importance_types=tuple(importance_types),
-            log_importance_plots=log_importance_plots,
-        ),
-    )
+    enable(NAME, Config(**locals()))

@@ -1022,18 +1022,4 @@ def autolog(
         >>> mltrail_lightning.autolog(log_checkpoints=True)
         >>> Trainer(max_epochs=3).fit(model, datamodule=dm)
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            log_checkpoints=log_checkpoints,
-            reference_checkpoints_over=reference_checkpoints_over,
-        ),
-    )
+    enable(NAME, Config(**locals()))

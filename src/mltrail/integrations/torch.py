@@ -1008,21 +1008,7 @@ def autolog(
         >>> for x, y in loader:
         ...     opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            log_checkpoints=log_checkpoints,
-            reference_checkpoints_over=reference_checkpoints_over,
-        ),
-    )
+    enable(NAME, Config(**locals()))
     if disable:
         _remove_step_hook()
 

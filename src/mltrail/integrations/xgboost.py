@@ -682,19 +682,4 @@ def autolog(
         >>> mlx.autolog(model_format="json", importance_types=["gain"])
         >>> XGBClassifier(n_estimators=200).fit(X, y, eval_set=[(X_val, y_val)])
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            importance_types=tuple(importance_types),
-            model_format=model_format,
-            log_importance_plots=log_importance_plots,
-        ),
-    )
+    enable(NAME, Config(**locals()))

@@ -988,25 +988,7 @@ def autolog(
         >>> sklearn_autolog.autolog(max_tuning_runs=10, log_plots=False)
         >>> GridSearchCV(SVC(), {"C": [0.1, 1, 10]}).fit(X, y)   # a parent run, 3 children
     """
-    enable(
-        NAME,
-        Config(
-            disable=disable,
-            exclusive=exclusive,
-            silent=silent,
-            log_models=log_models,
-            log_datasets=log_datasets,
-            log_every_n_steps=log_every_n_steps,
-            extra_tags=extra_tags if extra_tags is not None else {},
-            disable_for_unsupported_versions=disable_for_unsupported_versions,
-            max_tuning_runs=max_tuning_runs,
-            log_post_training_metrics=log_post_training_metrics,
-            log_training_metrics=log_training_metrics,
-            log_plots=log_plots,
-            log_preprocessing=log_preprocessing,
-            serialization_format=serialization_format,
-        ),
-    )
+    enable(NAME, Config(**locals()))
 
 
 def _reset_for_tests() -> None:
