@@ -40,11 +40,15 @@ from mltrail.core.store import resolve_tracking_uri
 from mltrail.core.writer import RunBuffer, get_writer
 
 _log = logging.getLogger("mltrail.fluent")
+_time = time.time
 
 _tracking_uri: str | None = None
 _active_experiment_id: str | None = None
 _tls = threading.local()
 _main_stack: list[ActiveRun] = []
+# Whether any thread but the main one has a run stack of its own; until then every thread
+# logs to the main stack's run and log_metric skips the thread-local lookup.
+_thread_stacks = False
 _main_thread = threading.main_thread()
 _last_active_run_id: str | None = None
 _unhandled_exception = False
@@ -211,10 +215,12 @@ def _resolve_experiment_id(experiment_id: str | None) -> str:
 def _stack() -> list[ActiveRun]:
     stack: list[ActiveRun] | None = getattr(_tls, "stack", None)
     if stack is None:
+        global _thread_stacks
         if threading.current_thread() is _main_thread:
             stack = _main_stack
         else:
             stack = []
+            _thread_stacks = True
         _tls.stack = stack
     return stack
 
@@ -421,9 +427,23 @@ def log_metric(
         ...     mltrail.log_metric("loss", 1 / (step + 1), step=step)
     """
     if run_id is None:
-        stack = getattr(_tls, "stack", None) or _main_stack
+        stack = (getattr(_tls, "stack", None) or _main_stack) if _thread_stacks else _main_stack
         run = stack[-1] if stack else _current()
-        run._buffer.log_metric(key, value, step, timestamp)
+        # The common case inline, one Python frame less than RunBuffer.log_metric (which
+        # handles everything else: new keys, conversions, explicit timestamps, refusal).
+        buffer = run._buffer
+        queue = buffer.series.get(key)
+        if (
+            queue is not None
+            and type(value) is float
+            and type(step) is int
+            and timestamp is None
+            and not buffer.refusing
+            and -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF
+        ):
+            queue.append((step, _time() * 1000.0, value))
+        else:
+            buffer.log_metric(key, value, step, timestamp)
     else:
         _client()._buffer(run_id).log_metric(key, value, step, timestamp)
 

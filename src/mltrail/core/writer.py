@@ -2,11 +2,15 @@
 
 The training loop's side of a metric is :meth:`RunBuffer.log_metric`: a dict lookup for the
 series, two type checks, a clock read and one ``deque.append`` of a ``(step, timestamp, value)``
-tuple. ``deque.append`` and ``deque.popleft`` are atomic under the GIL, so the loop never takes
-a lock and never waits for the writer, the disk or the network.
+tuple. ``log_metrics`` with the same keys at every step appends one row ``(step, timestamp,
+values)`` for all of them (see :class:`_KeySet`). ``deque.append`` and ``deque.popleft`` are
+atomic under the GIL, so the loop never takes a lock and never waits for the writer, the disk or
+the network; nor does it signal the writer (an ``Event.set`` per call would cost more than the
+rest of the call).
 
-One writer thread per process wakes every ``flush_interval`` seconds (or early, when a series
-holds many points), drains every buffer into numpy columns and writes them all as one
+One writer thread per process wakes every ``flush_interval`` seconds (or early, when it finds
+many points waiting: it looks every 50 ms), drains every buffer into numpy columns (in slices,
+letting the training thread run in between) and writes them all as one
 :class:`~mltrail.core.store.base.WriteBatch` (one transaction). What was drained but could not
 be written (disk full, read-only file, database restarting) is kept, compactly, and retried
 oldest first (backing off up to a few seconds between attempts), so the order of points per
@@ -38,7 +42,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Mapping
-from itertools import chain, repeat
+from itertools import chain, repeat, starmap
 from typing import TYPE_CHECKING, Any
 
 from mltrail.core.errors import ParamConflictError, RunStateError
@@ -56,9 +60,18 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("mltrail.writer")
 _time_ns = time.time_ns
+_time = time.time
 
-# A series holding this many unwritten points wakes the writer early.
-_WAKE_AT = 50_000
+# The writer looks this often (seconds) whether this many points are waiting, and then drains
+# early instead of at its interval: it bounds the memory a fast loop holds in Python objects.
+_POLL = 0.05
+_DRAIN_AT = 50_000
+# Points taken and converted to numpy at a time. Each slice is C calls only (no bytecode runs,
+# so nothing interrupts it halfway): about 5 ms of GIL at most. Between slices the training
+# thread gets the GIL back if it has waited for it.
+_SLICE = 32_768
+_EXACT = float(2**53)  # steps and timestamps beyond this are converted element by element
+_FLOAT_ONLY = frozenset([float])
 _COMPACT_AFTER = 16  # small chunks of a series before they are merged
 _MAX_BACKOFF = 2.0  # seconds between background retries of a failing store, at most
 DROPPED_TAG = "mltrail.dropped_points"
@@ -116,8 +129,28 @@ class _Series:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.queue: deque[tuple[int, int, float]] = deque()
+        self.queue: deque[tuple[int, float, float]] = deque()
         self.small_chunks = 0
+
+
+class _KeySet:
+    """The keys of a ``log_metrics`` call that come back together, as one row per call.
+
+    A training loop usually logs the same dict of metrics at every step; appending one
+    ``(step, timestamp, values)`` row is far cheaper than a point per key, for the loop and for
+    the writer (which turns the rows into a 2-D array). A key belongs to at most one live key
+    set and then has no per-key queue. When a key is logged another way (``log_metric``, or a
+    ``log_metrics`` whose keys overlap differently), its key set is *retired*: later calls use
+    the per-key queues, and the writer drains the retired set's rows before those queues, so the
+    order of every key's points is kept.
+    """
+
+    __slots__ = ("keys", "retired", "rows")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.rows: deque[tuple[int, float, tuple[float, ...]]] = deque()
+        self.retired = False
 
 
 class RunBuffer:
@@ -128,14 +161,28 @@ class RunBuffer:
         self.store = store
         self.run_id = run_id
         self.owned = owned
-        self.series: dict[str, deque[tuple[int, int, float]]] = {}
+        self.series: dict[str, deque[tuple[int, float, float]]] = {}
         self._series_objs: dict[str, _Series] = {}
+        self.keysets: dict[tuple[str, ...], _KeySet] = {}  # live key sets, by their keys
+        self._keyset_objs: list[_KeySet] = []  # live and retired, oldest first (drain order)
+        self._key_owner: dict[str, _KeySet] = {}
         self.ops: deque[tuple[str, str, str]] = deque()  # ("param"|"tag"|"deltag", key, value)
         self.params: dict[str, str] | None = None  # known params, loaded on first log_param
-        self.closed = False
+        self._closed = False
+        # ``closed or writer.overloaded``, kept up to date by both: one check on the hot path.
+        self.refusing = writer.overloaded
         self.dropped = 0
         self._dropped_lock = threading.Lock()
         self.last_heartbeat = 0.0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        self.refusing = value or self.writer.overloaded
 
     # ------------------------------------------------------------------ the hot path
     def log_metric(
@@ -151,47 +198,94 @@ class RunBuffer:
         elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
             step = validate_int("step", step)
         if timestamp is None:
-            timestamp = _time_ns() // 1_000_000
+            # Milliseconds as a float (the writer floors it): cheaper than time_ns() // 10**6.
+            timestamp = _time() * 1000.0
         elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
-        if self.writer.overloaded or self.closed:
+        if self.refusing:
             self._refuse(1)
             return
         queue.append((step, timestamp, value))
-        if len(queue) > _WAKE_AT:
-            self.writer.wake()
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: Any = None, timestamp: Any = None
     ) -> None:
+        keys = tuple(metrics)
+        keyset = self.keysets.get(keys)
+        if keyset is None:
+            self._log_metrics_by_key(metrics, step, timestamp, keys)
+            return
+        values = tuple(metrics.values())
+        if set(map(type, values)) != _FLOAT_ONLY:
+            values = tuple(map(validate_metric_value, keys, values))
         if step is None:
             step = 0
         elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
             step = validate_int("step", step)
         if timestamp is None:
-            timestamp = _time_ns() // 1_000_000
+            timestamp = _time() * 1000.0
         elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
+        if self.refusing:
+            self._refuse(len(values))
+            return
+        keyset.rows.append((step, timestamp, values))
+
+    def _log_metrics_by_key(
+        self, metrics: Mapping[str, Any], step: Any, timestamp: Any, keys: tuple[str, ...]
+    ) -> None:
+        """The first call with these keys, or keys shared with other calls: a point per key."""
+        if step is None:
+            step = 0
+        else:
+            step = validate_int("step", step)
+        if timestamp is None:
+            timestamp = _time() * 1000.0
+        else:
+            timestamp = validate_int("timestamp", timestamp)
+        # Validate everything before enqueueing anything: a bad entry logs nothing.
+        values = [validate_metric_value(validate_key(k, "metric"), v) for k, v in metrics.items()]
+        if not values:
+            return
+        if self.refusing:
+            self._refuse(len(values))
+            return
+        if len(set(keys)) == len(keys) and not any(
+            k in self.series or k in self._key_owner for k in keys
+        ):
+            keyset = self._new_keyset(keys)
+            keyset.rows.append((step, timestamp, tuple(values)))
+            return
         series = self.series
-        points = []
-        for key, value in metrics.items():
+        for key, value in zip(keys, values, strict=True):
             queue = series.get(key)
             if queue is None:
                 queue = self._new_series(key)
-            if type(value) is not float:
-                value = validate_metric_value(key, value)
-            points.append((queue, value))
-        # Validate everything before enqueueing anything: a bad entry logs nothing.
-        if self.writer.overloaded or self.closed:
-            self._refuse(len(points))
-            return
-        for queue, value in points:
             queue.append((step, timestamp, value))
-            if len(queue) > _WAKE_AT:
-                self.writer.wake()
 
-    def _new_series(self, key: str) -> deque[tuple[int, int, float]]:
+    def _new_keyset(self, keys: tuple[str, ...]) -> _KeySet:
+        keyset = _KeySet(keys)
+        for key in keys:
+            self._key_owner[key] = keyset
+            if key not in self._series_objs:
+                self._series_objs[key] = _Series(key)
+        self._keyset_objs.append(keyset)
+        self.keysets[keys] = keyset
+        self.writer._ensure_thread()
+        return keyset
+
+    def _retire(self, keyset: _KeySet) -> None:
+        keyset.retired = True
+        self.keysets.pop(keyset.keys, None)
+        for key in keyset.keys:
+            if self._key_owner.get(key) is keyset:
+                del self._key_owner[key]
+
+    def _new_series(self, key: str) -> deque[tuple[int, float, float]]:
         validate_key(key, "metric")
+        owner = self._key_owner.get(key)
+        if owner is not None:
+            self._retire(owner)
         obj = self._series_objs.get(key)
         if obj is None:
             obj = self._series_objs[key] = _Series(key)
@@ -258,10 +352,26 @@ class RunBuffer:
 
     # ------------------------------------------------------------------ writer side
     def pending(self) -> bool:
-        return bool(self.ops) or any(self.series.values()) or bool(self.dropped)
+        return (
+            bool(self.ops)
+            or any(self.series.values())
+            or any(k.rows for k in self._keyset_objs)
+            or bool(self.dropped)
+        )
+
+    def pending_points(self) -> int:
+        n = sum(map(len, self.series.values()))
+        for keyset in self._keyset_objs:
+            if keyset.rows:
+                n += len(keyset.rows) * len(keyset.keys)
+        return n
 
     def drain_into(self, batch: WriteBatch) -> None:
-        """Move everything buffered into ``batch`` (called with the writer's I/O lock held)."""
+        """Move everything buffered into ``batch`` (called with the writer's I/O lock held).
+
+        Points are taken and converted a slice at a time, so a large drain never holds the
+        training thread up for long.
+        """
         import numpy as np
 
         ops = self.ops
@@ -273,25 +383,48 @@ class RunBuffer:
                 _set_tag(batch, self.run_id, key, value)
             else:
                 _delete_tag(batch, self.run_id, key)
+        # Per key, the parts in logging order: key-set rows (retired sets before the live one
+        # that replaced them), then the per-key queue, which only holds later points.
+        parts: dict[str, list[tuple[Any, Any, Any]]] = {}
+        for keyset in list(self._keyset_objs):
+            rows = keyset.rows
+            n = len(rows)
+            if not n:
+                if keyset.retired:
+                    self._keyset_objs.remove(keyset)
+                continue
+            pop = rows.popleft
+            while n:
+                m = min(n, max(1, _SLICE // len(keyset.keys)))
+                taken = list(starmap(pop, repeat((), m)))
+                steps, stamps = _steps_and_stamps(
+                    np.fromiter(chain.from_iterable(r[:2] for r in taken), np.float64, 2 * m),
+                    taken,
+                )
+                table = np.array([r[2] for r in taken], dtype=np.float64).reshape(m, len(keyset.keys))
+                for j, key in enumerate(keyset.keys):
+                    parts.setdefault(key, []).append((steps, stamps, table[:, j]))
+                n -= m
         for key, queue in list(self.series.items()):
             n = len(queue)
-            if not n:
-                continue
             pop = queue.popleft
-            points = [pop() for _ in repeat(None, n)]
-            # fromiter over the flattened tuples is twice as fast as np.array(points).
-            table = np.fromiter(chain.from_iterable(points), np.float64, 3 * n).reshape(n, 3)
-            steps = table[:, 0]
-            stamps = table[:, 1]
-            if np.abs(steps).max() >= 2**53 or np.abs(stamps).max() >= 2**53:
-                # Beyond float64's exact integers: convert exactly, element by element.
-                steps_i = np.array([p[0] for p in points], dtype=np.int64)
-                stamps_i = np.array([p[1] for p in points], dtype=np.int64)
+            while n:
+                m = min(n, _SLICE)
+                taken = list(starmap(pop, repeat((), m)))
+                # fromiter over the flattened tuples is twice as fast as np.array(points).
+                table = np.fromiter(chain.from_iterable(taken), np.float64, 3 * m).reshape(m, 3)
+                steps, stamps = _steps_and_stamps(table[:, :2], taken)
+                parts.setdefault(key, []).append((steps, stamps, table[:, 2]))
+                n -= m
+        for key, pieces in parts.items():
+            if len(pieces) == 1:
+                steps, stamps, values = pieces[0]
             else:
-                steps_i = steps.astype(np.int64)
-                stamps_i = stamps.astype(np.int64)
+                steps = np.concatenate([p[0] for p in pieces])
+                stamps = np.concatenate([p[1] for p in pieces])
+                values = np.concatenate([p[2] for p in pieces])
             batch.metrics.append(
-                MetricChunk(self.run_id, key, steps_i, stamps_i, np.ascontiguousarray(table[:, 2]))
+                MetricChunk(self.run_id, key, steps, stamps, np.ascontiguousarray(values, np.float64))
             )
         if self.dropped:
             with self._dropped_lock:
@@ -304,10 +437,30 @@ class RunBuffer:
         for obj in self._series_objs.values():
             obj.queue.clear()
         self.series = {}
+        self.keysets = {}
+        self._keyset_objs = []
+        self._key_owner = {}
         self.ops.clear()
         self.owned = False
+        self.refusing = self._closed
         self.dropped = 0
         self._dropped_lock = threading.Lock()
+
+
+def _steps_and_stamps(head: Any, taken: list[Any]) -> tuple[Any, Any]:
+    """int64 steps and millisecond timestamps from the first two float columns of ``taken``.
+
+    Timestamps taken by the hot path are float milliseconds (floored here); steps and given
+    timestamps are ints, exact in float64 below 2**53 and converted one by one above it.
+    """
+    import numpy as np
+
+    head = head.reshape(-1, 2)
+    if np.abs(head).max() >= _EXACT:
+        steps = np.array([t[0] for t in taken], dtype=np.int64)
+        stamps = np.array([t[1] if type(t[1]) is int else int(t[1]) for t in taken], dtype=np.int64)
+        return steps, stamps
+    return head[:, 0].astype(np.int64), np.floor(head[:, 1]).astype(np.int64)
 
 
 def _set_tag(batch: WriteBatch, run_id: str, key: str, value: str) -> None:
@@ -351,7 +504,7 @@ class Writer:
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._retained: list[tuple[Store, WriteBatch]] = []
-        self.overloaded = False
+        self._overloaded = False
         self._warned_store = False
         self._warned_dropped = False
         self._dropped_total: dict[str, int] = {}
@@ -361,6 +514,18 @@ class Writer:
         self._pid = os.getpid()
         # Set by a signal handler that interrupted this thread's own flush: run after it.
         self.deferred: Any = None
+
+    @property
+    def overloaded(self) -> bool:
+        return self._overloaded
+
+    @overloaded.setter
+    def overloaded(self, value: bool) -> None:
+        if value == self._overloaded:
+            return
+        self._overloaded = value
+        for buf in list(self._buffers.values()):
+            buf.refusing = value or buf.closed
 
     def io_owned_by_current_thread(self) -> bool:
         return bool(self._io_lock._is_owned())  # type: ignore[attr-defined]
@@ -436,20 +601,31 @@ class Writer:
     # ------------------------------------------------------------------ the thread
     def _run(self, stop: threading.Event) -> None:
         interval = self.config.flush_interval
-        timeout = interval
+        poll = min(_POLL, interval)
+        last = time.monotonic()
         while not stop.is_set():
-            self._wake.wait(timeout)
+            woken = self._wake.wait(poll)
             self._wake.clear()
             if stop.is_set():
                 break
             started = time.monotonic()
+            # Fixed rate: a slow write does not stretch what a SIGKILL can lose.
+            if not woken and started - last < interval and self._pending_points() < _DRAIN_AT:
+                continue
+            last = started
             try:
                 with self._io_lock:
                     self._cycle(force=False)
             except Exception:  # noqa: BLE001 - the writer thread must never die
                 _log.exception("mltrail writer cycle failed")
-            # Fixed rate: a slow write does not stretch what a SIGKILL can lose.
-            timeout = max(0.0, interval - (time.monotonic() - started))
+
+    def _pending_points(self) -> int:
+        total = 0
+        for buf in list(self._buffers.values()):
+            total += buf.pending_points()
+            if total >= _DRAIN_AT:
+                break
+        return total
 
     def _cycle(self, *, force: bool = True) -> bool:
         """Drain every buffer and write; return True when nothing is left unwritten.
@@ -646,7 +822,7 @@ class Writer:
         self._stop_event = threading.Event()
         self._thread = None
         self._retained = []
-        self.overloaded = False
+        self._overloaded = False
         self._warned_store = False
         self._dropped_total = {}
         self._next_attempt = 0.0
