@@ -149,3 +149,33 @@ def test_a_refused_point_after_the_run_ended_is_an_error_not_a_drop(sqlite_uri: 
     with pytest.raises(RunStateError):
         client.log_metric(run_id, "x", 2.0)
     assert len(client.get_metric_history(run_id, "x")) == 1
+
+
+def test_ending_a_run_while_the_store_is_down_holds_the_end_and_writes_it_later(
+    breakable: Breakable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of a training script must not fail because the database is restarting."""
+    writer = get_writer()
+    monkeypatch.setattr(writer.config, "flush_timeout", 0.3)
+    breakable.broken = True
+    with pytest.warns(StoreUnavailableWarning):
+        with mltrail.start_run() as run:
+            for i in range(100):
+                mltrail.log_metrics({"loss": 1.0 / (i + 1), "acc": i / 100}, step=i)
+        # the with-block ended the run without raising; nothing could be written yet
+    assert Client().get_run(run.info.run_id).info.status == "RUNNING"
+    breakable.broken = False
+    monkeypatch.setattr(writer.config, "flush_timeout", 10.0)
+    assert writer.flush() is True
+    finished = Client().get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.info.end_time is not None
+    assert finished.data.metrics == {"loss": 1.0 / 100, "acc": 0.99}
+    assert len(Client().get_metric_history(run.info.run_id, "loss")) == 100
+
+
+def test_set_terminated_on_an_unknown_run_is_an_error(sqlite_uri: str) -> None:
+    from mltrail.core.errors import RunNotFoundError
+
+    with pytest.raises(RunNotFoundError, match="no run with id"):
+        Client().set_terminated("0" * 32)

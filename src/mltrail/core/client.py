@@ -203,10 +203,15 @@ class Client:
         if status not in _TERMINAL:
             msg = f"set_terminated needs a terminal status ({sorted(_TERMINAL)}), got {status!r}"
             raise InvalidValueError(msg)
-        get_writer().close_buffer(self.store, run_id)
-        self.store.update_run(
-            run_id, status=status, end_time=end_time if end_time is not None else _now_ms()
-        )
+        end_time = end_time if end_time is not None else _now_ms()
+        writer = get_writer()
+        if writer.has_buffer(self.store, run_id):
+            # A run this process logged to: through the writer, after the run's data, so a
+            # store that is down holds the end too (retried, warned once) rather than failing
+            # the script at its last line.
+            writer.end_run(self.store, run_id, status, end_time)
+        else:
+            self.store.update_run(run_id, status=status, end_time=end_time)  # RunNotFoundError
 
     def delete_run(self, run_id: str) -> None:
         self.store.set_run_lifecycle(run_id, LifecycleStage.DELETED.value)

@@ -851,8 +851,7 @@ def _end_all_owned(status: str) -> None:
     writer = get_writer()
     for buf in writer.owned_buffers():
         try:
-            writer.close_buffer(buf.store, buf.run_id)
-            buf.store.update_run(buf.run_id, status=status, end_time=_now_ms())
+            writer.end_run(buf.store, buf.run_id, status, _now_ms())
         except Exception:  # noqa: BLE001 - keep ending the others
             _log.debug("ending run %s failed", buf.run_id, exc_info=True)
 

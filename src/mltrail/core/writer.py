@@ -488,6 +488,9 @@ def _fold(last: WriteBatch, batch: WriteBatch) -> None:
         _set_tag(last, run_id, key, value)
     last.metrics.extend(batch.metrics)
     last.heartbeats.update(batch.heartbeats)
+    for run_id in batch.run_ends:
+        last.heartbeats.pop(run_id, None)  # an ended run has no heartbeat
+    last.run_ends.update(batch.run_ends)
     for run_id, n in batch.dropped.items():
         last.dropped[run_id] = last.dropped.get(run_id, 0) + n
 
@@ -553,6 +556,22 @@ class Writer:
     def owned_buffers(self) -> list[RunBuffer]:
         """Buffers of runs this process started and has not ended."""
         return [b for b in list(self._buffers.values()) if b.owned and not b.closed]
+
+    def has_buffer(self, store: Store, run_id: str) -> bool:
+        return (id(store), run_id) in self._buffers
+
+    def end_run(self, store: Store, run_id: str, status: str, end_time: int) -> bool:
+        """Write what was logged to a run, then its end, as the run's last batch.
+
+        The end goes through the writer like the data: while the store is unavailable it is
+        held (in order, after the run's data) and retried, and this returns False once
+        ``flush_timeout`` has passed instead of raising into the training script. A run whose
+        end is never written reads as CRASHED when its heartbeat deadline passes.
+        """
+        self.close_buffer(store, run_id)
+        with self._io_lock:
+            self._retain(store, WriteBatch(run_ends={run_id: (status, end_time)}))
+        return self.flush()
 
     def close_buffer(self, store: Store, run_id: str) -> None:
         """Flush and forget a run's buffer; later logging to it raises RunStateError."""

@@ -46,6 +46,8 @@ class WriteBatch:
     metrics: list[MetricChunk] = field(default_factory=list)
     heartbeats: dict[str, int] = field(default_factory=dict)  # run_id -> deadline (ms)
     dropped: dict[str, int] = field(default_factory=dict)  # run_id -> points dropped
+    # run_id -> (terminal status, end time in ms), written after everything else in the batch
+    run_ends: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
@@ -55,6 +57,7 @@ class WriteBatch:
             or self.metrics
             or self.heartbeats
             or self.dropped
+            or self.run_ends
         )
 
     def point_count(self) -> int:

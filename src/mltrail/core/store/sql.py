@@ -440,7 +440,9 @@ class SqlStore(Store):
             page_token=page_token,
             dialect=self.dialect,
         )
-        rows = self.conn.query(query.sql, query.params)
+        conn = self.conn
+        _tune_for_reads(conn)
+        rows = conn.query(query.sql, query.params)
         page = rows[:max_results]
         token = search.next_page_token(page[-1], order_by) if len(rows) > max_results else None
         by_id = {e.experiment_id: e for e in self._experiments_by_ids([r[0] for r in page])}
@@ -763,6 +765,11 @@ class SqlStore(Store):
                     "UPDATE runs SET dropped_points = dropped_points + ? WHERE run_uuid = ?",
                     [(n, run_id) for run_id, n in batch.dropped.items()],
                 )
+                conn.executemany(
+                    "UPDATE runs SET status = ?, end_time = ?, heartbeat_deadline = NULL"
+                    " WHERE run_uuid = ?",
+                    [(status, end, run_id) for run_id, (status, end) in batch.run_ends.items()],
+                )
 
         # Few attempts: the writer holds the batch and retries on its own schedule, and a
         # flush() waiting on this should not sit in a long backoff here as well.
@@ -891,6 +898,26 @@ class SqlStore(Store):
         runs = {r.info.run_id: r for r in self._load_runs([row[0] for row in page])}
         return PagedList([runs[row[0]] for row in page if row[0] in runs], token)
 
+
+
+# SQLite connections that searched already: their read settings are made.
+_READ_TUNED: weakref.WeakSet[_Connection] = weakref.WeakSet()
+# Map up to this much of the database file: a search that walks an index reads pages scattered
+# over the file, and mapped pages cost a memory access instead of a read() into SQLite's cache.
+_MMAP_BYTES = 1 << 30
+
+
+def _tune_for_reads(conn: _Connection) -> None:
+    """Let a SQLite connection that searches read the database file through a memory map.
+
+    Only connections that search get it (the writer's do not), so an I/O error on the file
+    while it is mapped can only affect a search. SQLite maps less, or nothing, where the
+    platform does not allow as much.
+    """
+    if conn.dialect != "sqlite" or conn in _READ_TUNED:
+        return
+    conn.raw.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+    _READ_TUNED.add(conn)
 
 
 _LATEST_UPSERT = """
