@@ -144,3 +144,22 @@ def test_many_rows_drained_in_slices_arrive_whole(sqlite_uri: str) -> None:
         assert len(hist) == 5000
         assert np.array_equal(hist.steps, np.arange(5000))
         assert np.array_equal(hist.values, np.arange(5000) * 0.5)
+
+
+def test_a_loop_faster_than_the_writer_is_slowed_not_dropped(
+    sqlite_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the throttle mark the loop yields to the writer on every call; nothing is lost."""
+    from mltrail.core import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_THROTTLE_AT", 1000)
+    monkeypatch.setattr(writer_module, "_DRAIN_AT", 500)
+    with mltrail.start_run() as run:
+        for step in range(100_000):
+            mltrail.log_metric("loss", step * 0.5, step=step)
+            mltrail.log_metrics({"a": 1.0, "b": float(step)}, step=step)
+    hist = Client().get_metric_history(run.info.run_id, "loss")
+    assert np.array_equal(hist.steps, np.arange(100_000))
+    assert np.array_equal(hist.values, np.arange(100_000) * 0.5)
+    assert len(Client().get_metric_history(run.info.run_id, "b")) == 100_000
+    assert "mltrail.dropped_points" not in Client().get_run(run.info.run_id).data.tags

@@ -65,7 +65,11 @@ _time = time.time
 # The writer looks this often (seconds) whether this many points are waiting, and then drains
 # early instead of at its interval: it bounds the memory a fast loop holds in Python objects.
 _POLL = 0.05
-_DRAIN_AT = 50_000
+_DRAIN_AT = 20_000
+# A buffer found holding this many points makes its loggers yield the GIL to the writer on
+# every call until it has been drained: a loop that logs faster than the writer can convert
+# (a million calls a second) slows down a little instead of growing memory without bound.
+_THROTTLE_AT = 80_000
 # Points taken and converted to numpy at a time. Each slice is C calls only (no bytecode runs,
 # so nothing interrupts it halfway): about 5 ms of GIL at most. Between slices the training
 # thread gets the GIL back if it has waited for it.
@@ -169,7 +173,9 @@ class RunBuffer:
         self.ops: deque[tuple[str, str, str]] = deque()  # ("param"|"tag"|"deltag", key, value)
         self.params: dict[str, str] | None = None  # known params, loaded on first log_param
         self._closed = False
-        # ``closed or writer.overloaded``, kept up to date by both: one check on the hot path.
+        self.throttled = False  # set by the writer while it is far behind this buffer
+        # ``closed or writer.overloaded or throttled``, kept up to date by all three: one check
+        # on the hot path.
         self.refusing = writer.overloaded
         self.dropped = 0
         self._dropped_lock = threading.Lock()
@@ -182,7 +188,7 @@ class RunBuffer:
     @closed.setter
     def closed(self, value: bool) -> None:
         self._closed = value
-        self.refusing = value or self.writer.overloaded
+        self.update_refusing()
 
     # ------------------------------------------------------------------ the hot path
     def log_metric(
@@ -202,8 +208,7 @@ class RunBuffer:
             timestamp = _time() * 1000.0
         elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
-        if self.refusing:
-            self._refuse(1)
+        if self.refusing and self._refuse(1):
             return
         queue.append((step, timestamp, value))
 
@@ -226,8 +231,7 @@ class RunBuffer:
             timestamp = _time() * 1000.0
         elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
             timestamp = validate_int("timestamp", timestamp)
-        if self.refusing:
-            self._refuse(len(values))
+        if self.refusing and self._refuse(len(values)):
             return
         keyset.rows.append((step, timestamp, values))
 
@@ -247,8 +251,7 @@ class RunBuffer:
         values = [validate_metric_value(validate_key(k, "metric"), v) for k, v in metrics.items()]
         if not values:
             return
-        if self.refusing:
-            self._refuse(len(values))
+        if self.refusing and self._refuse(len(values)):
             return
         if len(set(keys)) == len(keys) and not any(
             k in self.series or k in self._key_owner for k in keys
@@ -295,13 +298,27 @@ class RunBuffer:
         self.writer._ensure_thread()
         return obj.queue
 
-    def _refuse(self, n: int) -> None:
-        if self.closed:
+    def _refuse(self, n: int) -> bool:
+        """The hot path's way out, taken only while ``refusing`` is set; True: drop the points.
+
+        A closed run raises. A writer at its memory bound drops and counts. A writer that is
+        behind (``throttled``: the loop logs faster than it drains) gets the GIL for a moment,
+        and the points are kept: what a loop holds in memory stays bounded.
+        """
+        if self._closed:
             msg = f"run {self.run_id} has ended; start or resume a run to log to it"
             raise RunStateError(msg)
-        with self._dropped_lock:
-            self.dropped += n
-        self.writer.warn_dropped()
+        if self.writer.overloaded:
+            with self._dropped_lock:
+                self.dropped += n
+            self.writer.warn_dropped()
+            return True
+        if self.throttled:
+            time.sleep(0)
+        return False
+
+    def update_refusing(self) -> None:
+        self.refusing = self._closed or self.writer.overloaded or self.throttled
 
     # ------------------------------------------------------------------ params and tags
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -426,6 +443,9 @@ class RunBuffer:
             batch.metrics.append(
                 MetricChunk(self.run_id, key, steps, stamps, np.ascontiguousarray(values, np.float64))
             )
+        if self.throttled:
+            self.throttled = False
+            self.update_refusing()
         if self.dropped:
             with self._dropped_lock:
                 n, self.dropped = self.dropped, 0
@@ -442,6 +462,7 @@ class RunBuffer:
         self._key_owner = {}
         self.ops.clear()
         self.owned = False
+        self.throttled = False
         self.refusing = self._closed
         self.dropped = 0
         self._dropped_lock = threading.Lock()
@@ -528,7 +549,7 @@ class Writer:
             return
         self._overloaded = value
         for buf in list(self._buffers.values()):
-            buf.refusing = value or buf.closed
+            buf.update_refusing()
 
     def io_owned_by_current_thread(self) -> bool:
         return bool(self._io_lock._is_owned())  # type: ignore[attr-defined]
@@ -639,11 +660,14 @@ class Writer:
                 _log.exception("mltrail writer cycle failed")
 
     def _pending_points(self) -> int:
+        """Points waiting in all buffers; a buffer far behind is throttled until drained."""
         total = 0
         for buf in list(self._buffers.values()):
-            total += buf.pending_points()
-            if total >= _DRAIN_AT:
-                break
+            n = buf.pending_points()
+            if n >= _THROTTLE_AT and not buf.throttled:
+                buf.throttled = True
+                buf.update_refusing()
+            total += n
         return total
 
     def _cycle(self, *, force: bool = True) -> bool:
