@@ -16,13 +16,15 @@ name below is resolved lazily, on first use, through the module ``__getattr__``.
 
 from __future__ import annotations
 
-import importlib
-import logging
-from typing import TYPE_CHECKING, Any
+import sys
+
+# Not ``typing.TYPE_CHECKING``: importing typing (or logging, or importlib) here would cost
+# ``import mltrail`` milliseconds; type checkers treat this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
-
-logging.getLogger("mltrail").addHandler(logging.NullHandler())
 
 _FLUENT = "mltrail.core.fluent"
 _LAZY: dict[str, str] = {
@@ -120,14 +122,16 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is not None:
         attr = "Client" if name == "MlflowClient" else name
-        value = getattr(importlib.import_module(module), attr)
+        __import__(module)
+        value = getattr(sys.modules[module], attr)
         globals()[name] = value  # later lookups skip this function (the hot path stays fast)
         return value
     if name in _SUBMODULES:
         target = f"mltrail.integrations.{name}" if name in {
             "sklearn", "torch", "lightning", "keras", "xgboost", "lightgbm"
         } else f"mltrail.{name}"
-        return importlib.import_module(target)
+        __import__(target)
+        return sys.modules[target]
     msg = f"module 'mltrail' has no attribute {name!r}"
     raise AttributeError(msg)
 

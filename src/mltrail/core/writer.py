@@ -149,12 +149,13 @@ class _KeySet:
     order of every key's points is kept.
     """
 
-    __slots__ = ("keys", "retired", "rows")
+    __slots__ = ("empty_drains", "keys", "retired", "rows")
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
         self.rows: deque[tuple[int, float, tuple[float, ...]]] = deque()
         self.retired = False
+        self.empty_drains = 0
 
 
 class RunBuffer:
@@ -407,13 +408,17 @@ class RunBuffer:
             rows = keyset.rows
             n = len(rows)
             if not n:
+                # Forgotten after two empty drains: a thread that looked the set up just before
+                # it was retired has had a whole cycle to append its row.
                 if keyset.retired:
-                    self._keyset_objs.remove(keyset)
+                    keyset.empty_drains += 1
+                    if keyset.empty_drains >= 2:
+                        self._keyset_objs.remove(keyset)
                 continue
-            pop = rows.popleft
+            pop_row = rows.popleft
             while n:
                 m = min(n, max(1, _SLICE // len(keyset.keys)))
-                taken = list(starmap(pop, repeat((), m)))
+                taken = list(starmap(pop_row, repeat((), m)))
                 steps, stamps = _steps_and_stamps(
                     np.fromiter(chain.from_iterable(r[:2] for r in taken), np.float64, 2 * m),
                     taken,
