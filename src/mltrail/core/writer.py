@@ -432,10 +432,10 @@ class RunBuffer:
             pop = queue.popleft
             while n:
                 m = min(n, _SLICE)
-                taken = list(starmap(pop, repeat((), m)))
+                points = list(starmap(pop, repeat((), m)))
                 # fromiter over the flattened tuples is twice as fast as np.array(points).
-                table = np.fromiter(chain.from_iterable(taken), np.float64, 3 * m).reshape(m, 3)
-                steps, stamps = _steps_and_stamps(table[:, :2], taken)
+                table = np.fromiter(chain.from_iterable(points), np.float64, 3 * m).reshape(m, 3)
+                steps, stamps = _steps_and_stamps(table[:, :2], points)
                 parts.setdefault(key, []).append((steps, stamps, table[:, 2]))
                 n -= m
         for key, pieces in parts.items():
