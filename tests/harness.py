@@ -4,7 +4,8 @@ Two checks, for one patched entry point at a time:
 
 ``check_fault_tolerance(call, integration=...)``
     Runs ``call()`` once to learn which of our hook points it reaches (pre, post, run_start,
-    run_end, callbacks decorated with ``safe_hook``...), then, for each point in turn, makes
+    run_end, callbacks decorated with ``safe_hook``, the steps of the background jobs it
+    queued — each call is followed by waiting for those...), then, for each point in turn, makes
     that point raise and runs ``call()`` twice more. Each time the user's call must return
     the same result as with nothing injected and raise nothing; across both runs exactly one
     ``AutologWarning`` must name the point (warn once), attributed to the user's line.
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mltrail.autolog import AutologWarning, _safety
+from mltrail.autolog import AutologWarning, _safety, jobs
 
 T = TypeVar("T")
 __all__ = ["UserError", "check_fault_tolerance", "check_user_exception", "non_strict"]
@@ -89,12 +90,13 @@ def check_fault_tolerance(
     if user_file is None:
         code = getattr(call, "__code__", None)
         user_file = code.co_filename if code is not None else None
+    jobs.flush()  # work queued before the check is not part of call()
     with non_strict():
         _safety.reset_warnings()
         with warnings.catch_warnings(record=True) as clean:
             warnings.simplefilter("always")
             with _safety.record_points() as reached:
-                baseline = call()
+                baseline = _drained(call)
         ours = [w for w in clean if issubclass(w.category, AutologWarning)]
         assert not ours, f"a clean run warned: {[str(w.message) for w in ours]}"
         points = sorted(point for name, point in reached if name == integration)
@@ -106,8 +108,8 @@ def check_fault_tolerance(
             _safety.reset_warnings()
             with warnings.catch_warnings(record=True) as caught, _safety.inject_fault(integration, point):
                 warnings.simplefilter("always")
-                first = call()
-                second = call()
+                first = _drained(call)
+                second = _drained(call)
             assert same(first, baseline), f"fault at {point}: result {first!r} != {baseline!r}"
             assert same(second, baseline), f"fault at {point}: result {second!r} != {baseline!r}"
             ours = [w for w in caught if issubclass(w.category, AutologWarning)]
@@ -124,6 +126,13 @@ def check_fault_tolerance(
                 )
         _safety.reset_warnings()
     return points
+
+
+def _drained(call: Callable[[], T]) -> T:
+    """``call()``, then wait for the background jobs it queued: their steps are hook points too."""
+    result = call()
+    jobs.flush()
+    return result
 
 
 def check_user_exception(call: Callable[[Callable[[], None]], Any]) -> UserError:

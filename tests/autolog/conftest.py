@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mltrail.autolog import _safety, engine, registry, runs
+from mltrail.autolog import _safety, engine, jobs, registry, runs
 
 TOY = registry.Integration("toy", ("toyfw",), "toy_integration")
 
@@ -30,4 +30,6 @@ def toy() -> Iterator[object]:
     registry.register(TOY)
     toy_integration.SEEN.clear()
     yield toy_integration
+    jobs.flush(timeout=30)
     toy_integration.SEEN.clear()
+    toy_integration.LATER.clear()

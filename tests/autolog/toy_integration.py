@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from mltrail.autolog import AutologConfig, Call, Patch, enable, safe_hook
+from mltrail.autolog import AutologConfig, Call, Patch, enable, jobs, safe_hook
 
 NAME = "toy"
 SEEN: list[tuple[str, Any]] = []  # what the steps saw, for tests that need no store
+# Background work the fit's post step queues: LATER[i](run_id) as job step "later" (tests/autolog/test_jobs.py).
+LATER: list[Callable[[str], Any]] = []
 
 
 class _Callback:
@@ -39,6 +42,9 @@ def _pre_fit(call: Call) -> None:
 def _post_fit(call: Call, result: Any) -> None:
     SEEN.append(("fit", type(call.instance).__name__))
     call.run.log_metrics({"coef": call.instance.coef_})
+    run_id = call.run.run_id
+    if LATER and run_id is not None:
+        jobs.submit_steps(NAME, run_id, [("later", lambda fn=fn: fn(run_id)) for fn in LATER])
 
 
 def _post_create(call: Call, result: Any) -> None:

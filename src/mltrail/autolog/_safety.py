@@ -162,18 +162,22 @@ silenced: set[str] = set()  # integrations enabled with silent=True (kept by the
 wrapper_codes: set[CodeType] = set()
 
 
-def report(integration: str, point: str, exc: BaseException) -> None:
-    """Report a failure of ours: full detail at DEBUG, one AutologWarning per (integration, point)."""
+def report(integration: str, point: str, exc: BaseException, *, where: tuple[str, int] | None = None) -> None:
+    """Report a failure of ours: full detail at DEBUG, one AutologWarning per (integration, point).
+
+    ``where`` (``(filename, lineno)``) attributes the warning to that line instead of the user's
+    line on the current stack: a background job has no user code on its stack.
+    """
     _log.debug("autolog %s: %s failed", integration, point, exc_info=exc)
     msg = (
         f"mltrail autolog for {integration}: {point} failed and was skipped "
         f"({type(exc).__name__}: {exc}); your call went on unchanged. "
         f"Set {STRICT_ENV}=1 to raise such errors instead."
     )
-    warn_once(integration, point, msg)
+    warn_once(integration, point, msg, where=where)
 
 
-def warn_once(integration: str, point: str, message: str) -> None:
+def warn_once(integration: str, point: str, message: str, *, where: tuple[str, int] | None = None) -> None:
     """Emit ``message`` as an AutologWarning unless already warned for (integration, point)."""
     key = (integration, point)
     with _warned_lock:
@@ -184,7 +188,10 @@ def warn_once(integration: str, point: str, message: str) -> None:
         _log.debug("%s", message)
         return
     try:
-        warnings.warn(AutologWarning(message), stacklevel=_user_stacklevel())
+        if where is None:
+            warnings.warn(AutologWarning(message), stacklevel=_user_stacklevel())
+        else:
+            warnings.warn_explicit(AutologWarning(message), AutologWarning, where[0], where[1])
     except Exception:  # noqa: BLE001 - `-W error` must not turn our warning into the user's failure
         _log.warning("%s", message)
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from mltrail.autolog import _safety
+from mltrail.autolog import _safety, jobs
 from mltrail.autolog._safety import FAILED, safely
 from mltrail.autolog.call import CURRENT, Call, Patch
 from mltrail.autolog.runs import SKIP, close_run, open_run
@@ -175,11 +175,15 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         except BaseException as exc:
             if session is not None:
                 close_run(name, session, exc)
+            if jobs._asleep:
+                jobs.wake()
             raise
         finally:
             CURRENT.reset(token)
         if session is not None:
             close_run(name, session, None)
+        if jobs._asleep:
+            jobs.wake()  # the background work the call queued starts now that the call is over
         return result
 
     _safety.wrapper_codes.add(wrapper.__code__)

@@ -17,6 +17,7 @@ start-run hook this module registers with the fluent API.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from mltrail.autolog import _safety
+from mltrail.autolog import _safety, jobs
 from mltrail.autolog import call as _call
 from mltrail.autolog.call import CURRENT, Call, ChildMode, RunMode
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mltrail.autolog.config import AutologConfig
     from mltrail.core.fluent import ActiveRun
 
+_log = logging.getLogger("mltrail.autolog")
 AUTOLOG_TAG = "mltrail.autolog"  # set on every run autolog starts: the integration's name
 
 
@@ -286,6 +288,15 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
         status = "KILLED"
     else:
         status = "FAILED"
+    run_id = run.info.run_id
+    if jobs.pending(run_id):
+        if status == "FINISHED":
+            # The call's background jobs still write to the run: end it after them, on the
+            # worker, and give the caller back a process where the run is already over.
+            if _safety.safely(integration, "run_end", _end_after_jobs, integration, run, status) is _safety.FAILED:
+                _forget(run)
+            return
+        jobs.flush(run_id=run_id)  # a failed call: its run is ended, complete, before it raises
     if _safety.safely(integration, "run_end", _end_owned, run, status) is _safety.FAILED:
         _forget(run)
 
@@ -298,6 +309,30 @@ def _end_owned(run: ActiveRun, status: str) -> None:
     else:
         # The user's code left a run of its own on top of ours: end ours, not theirs.
         fluent._end(run, status)
+
+
+def _end_after_jobs(integration: str, run: ActiveRun, status: str) -> None:
+    """End an owned run after the jobs queued for it; for this process it ends now.
+
+    Now: the run leaves the active-run stack (a following call starts a run of its own) and
+    becomes ``last_active_run()``. After its jobs, on the worker: its system-metrics sampler
+    stops and its status and end time are written, as ``end_run`` would have.
+    """
+    fluent = _fluent or _load_fluent()
+    run_id = run.info.run_id
+    _forget(run)
+    fluent._last_active_run_id = run_id
+    monitor = run._system_monitor
+
+    def end() -> None:
+        if monitor is not None:
+            try:
+                monitor.stop()
+            except Exception:  # noqa: BLE001 - as end_run: never fail the end on the sampler
+                _log.debug("stopping system metrics failed", exc_info=True)
+        run._client.set_terminated(run_id, status)
+
+    jobs.submit(integration, "run_end", run_id, end)
 
 
 def _forget(run: ActiveRun) -> None:

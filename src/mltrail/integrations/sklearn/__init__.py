@@ -44,15 +44,21 @@ scikit-learn's mixins that define them; ``cross_validate`` and ``cross_val_score
 functions of ``sklearn.metrics``. Functions bound by ``from sklearn.metrics import f1_score``
 *before* ``autolog()`` keep the original and are not seen.
 
-What costs time runs off the caller's thread: files, plots and store writes go to a background
-thread (:func:`flush` waits for it; interpreter exit does too). The caller's thread pays for
-``predict``/``predict_proba`` on the training data, a few numpy passes, pickling the model and
-hashing sampled rows.
+What costs time runs off the caller's thread. The ``fit`` call itself adds: the run's start,
+params and tags, pickling the fitted model (the snapshot the rest is computed from — the model
+may be refitted as soon as ``fit`` returns) and naming the caller's variables. The engine's
+background worker (:mod:`mltrail.autolog.jobs`) then predicts on the training data with the
+unpickled copy, computes the metrics, draws the plots, fingerprints ``X``/``y``, writes the
+files, creates a search's child runs and, for a run autolog started, ends the run after all
+that. ``mltrail.flush()`` (or this module's :func:`flush`) waits for it; interpreter exit does
+too. The worker reads ``X`` and ``y`` as passed, without copying them: changing them in place
+right after ``fit`` (before ``mltrail.flush()``) can change the recorded training metrics and
+fingerprint. With ``log_models=False`` the predictions are made on the caller's thread
+instead (there is no snapshot to make them from later).
 
 This module holds the patches and what a fit logs; beside it: ``_metrics`` (training metrics
-in numpy, checked against ``sklearn.metrics`` by the tests), ``_plots`` (the PNG plots),
-``_post_training`` (metrics on an autologged model's predictions) and ``_worker`` (the
-background thread).
+in numpy, checked against ``sklearn.metrics`` by the tests), ``_plots`` (the PNG plots) and
+``_post_training`` (metrics on an autologged model's predictions).
 
 Tested versions: scikit-learn 1.4 through 1.9 (``mltrail.autolog.registry``).
 
@@ -79,9 +85,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mltrail.autolog import AutologConfig, Call, Patch, _safety, enable, safely
+from mltrail.autolog import FAILED, AutologConfig, Call, Patch, _safety, enable, jobs, safely
 from mltrail.core.errors import InvalidValueError
-from mltrail.integrations.sklearn import _post_training, _worker
+from mltrail.integrations.sklearn import _post_training
 
 NAME = "sklearn"
 MODEL_ARTIFACT_PATH = "model"
@@ -456,7 +462,6 @@ def _pre_fit(call: Call) -> None:
     params, cut = estimator_params(estimator)
     run.log_params(params)
     run.set_tags(estimator_tags(estimator))
-    call.state["uri"] = _tracking_uri()
     if cut:
         text = json.dumps(cut, indent=2)
         _submit(call, "params_full", lambda client, run_id: client.log_text(run_id, text, "params_full.json"))
@@ -465,33 +470,46 @@ def _pre_fit(call: Call) -> None:
 def _post_fit(call: Call, result: Any) -> None:
     duration = time.perf_counter() - call.state.get("start", time.perf_counter())
     run = call.run
-    if not run:
+    if not run or run.run_id is None:
         return
     estimator = call.instance
     config = _config(call)
     run.log_metrics({"fit_duration_s": duration})
     method = call.patch.path.rsplit(".", 1)[-1]
     X, y, weight = fit_arguments(estimator, method, call.args, call.kwargs)
-    if config.log_datasets and X is not None:
-        safely(NAME, "dataset", _log_dataset, call, X, y)
-    is_search = _is_search(estimator)
-    if is_search:
-        safely(NAME, "search", _log_search, call, estimator, config)
+    record = _FitRecord(estimator, config, run.run_id, _tracking_uri())
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if _is_search(estimator):
+        safely(NAME, "search", _log_search, call, estimator, config, record, steps)
+    # The snapshot that the background work reads the model from: the estimator may be refitted
+    # as soon as fit returns. Its pickle is the model file anyway.
+    if config.log_models and safely(NAME, "model", record.take_snapshot) is not FAILED:
+        steps.append(("model", record.write_models))
     if config.log_training_metrics and X is not None:
         labels = result if method == "fit_predict" else None
-        safely(NAME, "training_metrics", _log_training_metrics, call, estimator, X, y, weight, labels)
-    if config.log_models:
-        safely(NAME, "model", _log_model, call, estimator, MODEL_ARTIFACT_PATH, config)
-        if is_search and getattr(estimator, "best_estimator_", None) is not None:
-            safely(NAME, "model", _log_model, call, estimator.best_estimator_, "best_estimator", config)
-    if config.log_post_training_metrics and run.run_id is not None:
-        _post_training.remember_model(estimator, run.run_id, call.state.get("uri") or _tracking_uri())
+        if safely(NAME, "training_metrics", record.prepare_metrics, X, y, weight, labels) is not FAILED:
+            steps.append(("training_metrics", record.training_metrics))
+            if config.log_plots and _plots_available():
+                steps.append(("plots", record.plots))
+    if config.log_datasets and X is not None:
+        name = safely(NAME, "dataset", caller_variable, X)
+        if name is not FAILED:
+            steps.append(("dataset", lambda: record.dataset(X, y, name)))
+    jobs.submit_steps(NAME, run.run_id, steps)
+    if config.log_post_training_metrics:
+        _post_training.remember_model(estimator, run.run_id, record.uri)
 
 
 def _tracking_uri() -> str:
     from mltrail.core import fluent
 
     return fluent.get_tracking_uri()
+
+
+def _client(uri: str) -> Any:
+    from mltrail.core.client import Client
+
+    return Client(uri)
 
 
 def _submit(call: Call, point: str, job: Callable[[Any, str], None]) -> None:
@@ -501,21 +519,94 @@ def _submit(call: Call, point: str, job: Callable[[Any, str], None]) -> None:
         return
     uri = call.state.get("uri") or _tracking_uri()
     call.state["uri"] = uri
-
-    def work() -> None:
-        from mltrail.core.client import Client
-
-        job(Client(uri), run_id)
-
-    _worker.submit(point, run_id, work)
+    jobs.submit(NAME, point, run_id, lambda: job(_client(uri), run_id))
 
 
-def _log_dataset(call: Call, X: Any, y: Any) -> None:
-    name = caller_variable(X)
-    dataset = dataset_of(X, y, name)
-    if dataset is None:
-        return
-    _submit(call, "dataset", lambda client, run_id: client.log_inputs(run_id, [dataset], "training"))
+def _log_dataset(client: Any, run_id: str, X: Any, y: Any, name: str | None) -> None:
+    found = dataset_of(X, y, name)
+    if found is not None:
+        client.log_inputs(run_id, [found], "training")
+
+
+class _FitRecord:
+    """What one fit leaves for the background thread, and the steps that thread runs.
+
+    Taken on the caller's thread: the model's pickle (the snapshot), or, without one, the
+    predictions on the training data. The background thread reads the model from the snapshot
+    (unpickled once), and ``X``/``y`` as the caller passed them — never copied.
+    """
+
+    def __init__(self, estimator: Any, config: Config, run_id: str, uri: str) -> None:
+        self.cls = type(estimator)
+        self.config = config
+        self.run_id = run_id
+        self.uri = uri
+        self.snapshot: bytes | None = None
+        self.best_estimator = False
+        self.inputs: tuple[Any, Any, Any, Any] | None = None  # X, y, sample_weight, fit_predict labels
+        self.predictions: _Predictions | None = None
+        self.predicted = False  # predictions made on the caller's thread (no snapshot)
+        self.report: Any = None
+        self._model: Any = None
+        self._estimator: Any = estimator  # only until the snapshot is taken
+
+    # -- on the caller's thread
+    def take_snapshot(self) -> None:
+        estimator = self._estimator
+        self.snapshot = _dumps(estimator, self.config.serialization_format)
+        self.best_estimator = _is_search(estimator) and getattr(estimator, "best_estimator_", None) is not None
+
+    def prepare_metrics(self, X: Any, y: Any, weight: Any, labels: Any) -> None:
+        self.inputs = (X, y, weight, labels)
+        if self.snapshot is None:  # no snapshot to predict from later: predict now
+            self.predictions = _predictions(self._estimator, X, y, weight, labels)
+            self.predicted = True
+
+    # -- on the background thread
+    def model(self) -> Any:
+        if self._model is None:
+            assert self.snapshot is not None
+            self._model = pickle.loads(self.snapshot)
+        return self._model
+
+    def write_models(self) -> None:
+        client = _client(self.uri)
+        fmt = self.config.serialization_format
+        assert self.snapshot is not None
+        _write_model(client, self.run_id, self.snapshot, self.cls, fmt, MODEL_ARTIFACT_PATH)
+        if self.best_estimator:
+            best = self.model().best_estimator_
+            _write_model(client, self.run_id, _dumps(best, fmt), type(best), fmt, "best_estimator")
+
+    def training_metrics(self) -> None:
+        assert self.inputs is not None
+        X, y, weight, labels = self.inputs
+        preds = self.predictions if self.predicted else _predictions(self.model(), X, y, weight, labels)
+        if preds is None:
+            return
+        metrics, self.report = _metrics_from(preds, X, y, weight)
+        jobs.log_metrics(_client(self.uri), self.run_id,
+                         {f"training_{k}": v for k, v in metrics.items() if v is not None})
+
+    def plots(self) -> None:
+        report = self.report
+        if report is None:
+            return
+        from mltrail.integrations.sklearn import _plots
+
+        client = _client(self.uri)
+        client.log_bytes(self.run_id, _plots.confusion_matrix_png(report.confusion, report.labels,
+                                                                  "Confusion matrix (training)"),
+                         "training_confusion_matrix.png")
+        if report.roc:
+            client.log_bytes(self.run_id, _plots.curves_png(report.roc, kind="roc", title="ROC curve (training)"),
+                             "training_roc_curve.png")
+            client.log_bytes(self.run_id, _plots.curves_png(report.pr, kind="pr",
+                                                            title="Precision-recall curve (training)"),
+                             "training_precision_recall_curve.png")
+
+    def dataset(self, X: Any, y: Any, name: str | None) -> None:
+        _log_dataset(_client(self.uri), self.run_id, X, y, name)
 
 
 def _is_search(estimator: Any) -> bool:
@@ -525,7 +616,9 @@ def _is_search(estimator: Any) -> bool:
     return isinstance(estimator, search.BaseSearchCV) and hasattr(estimator, "cv_results_")
 
 
-def _log_search(call: Call, search: Any, config: Config) -> None:
+def _log_search(
+    call: Call, search: Any, config: Config, record: _FitRecord, steps: list[tuple[str, Callable[[], object]]]
+) -> None:
     run = call.run
     best_params = getattr(search, "best_params_", None)
     if isinstance(best_params, Mapping):
@@ -541,7 +634,8 @@ def _log_search(call: Call, search: Any, config: Config) -> None:
     refit = getattr(search, "refit", None)
     parent_name = type(search).__name__
 
-    def job(client: Any, run_id: str) -> None:
+    def job() -> None:
+        client, run_id = _client(record.uri), record.run_id
         client.log_text(run_id, cv_results_csv(results), "cv_results.csv")
         candidates = best_candidates(results, limit, refit)
         if not candidates:
@@ -567,43 +661,84 @@ def _log_search(call: Call, search: Any, config: Config) -> None:
             )
             client.set_terminated(child_id)
 
-    _submit(call, "search_children", job)
+    steps.append(("search_children", job))
 
 
-def _log_training_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any, labels: Any) -> None:
+# ---------------------------------------------------------------------- training metrics
+@dataclass(frozen=True)
+class _Predictions:
+    """What training metrics need from a fitted model: its outputs on the training data."""
+
+    kind: str
+    y_pred: Any = None
+    proba: Any = None
+    scores: Any = None  # decision_function of a binary classifier without predict_proba
+    classes: Any = None
+    score: float | None = None  # estimator.score when it is not the default metric
+    labels: Any = None  # a clusterer's
+    inertia: float | None = None
+
+
+def _predictions(estimator: Any, X: Any, y: Any, weight: Any, labels: Any) -> _Predictions | None:
+    """Run the fitted ``estimator`` on its training data (wherever it is safe to use)."""
     kind = estimator_kind(estimator)
-    metrics: dict[str, float] = {}
     if kind == "classifier" and y is not None and hasattr(estimator, "predict"):
-        metrics = _classifier_metrics(call, estimator, X, y, weight)
-    elif kind == "regressor" and y is not None and hasattr(estimator, "predict"):
-        metrics = _regressor_metrics(estimator, X, y, weight)
-    elif kind == "clusterer":
-        metrics = _clusterer_metrics(estimator, X, labels)
-    if metrics:
-        call.run.log_metrics({f"training_{k}": v for k, v in metrics.items() if v is not None})
+        classes = getattr(estimator, "classes_", None)
+        proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+        y_pred = _predict_from_proba(estimator, classes, proba)
+        if y_pred is None:
+            y_pred = estimator.predict(X)
+        scores = None
+        if proba is None and classes is not None and len(classes) == 2 and hasattr(estimator, "decision_function"):
+            scores = estimator.decision_function(X)
+        return _Predictions(kind, y_pred, proba, scores, classes, _own_score(estimator, X, y, weight, kind))
+    if kind == "regressor" and y is not None and hasattr(estimator, "predict"):
+        y_pred = estimator.predict(X)
+        return _Predictions(kind, y_pred, score=_own_score(estimator, X, y, weight, kind))
+    if kind == "clusterer":
+        inertia = getattr(estimator, "inertia_", None)
+        if labels is None:
+            labels = getattr(estimator, "labels_", None)
+        return _Predictions(kind, labels=labels, inertia=None if inertia is None else float(inertia))
+    return None
 
 
-def _classifier_metrics(call: Call, estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
+def _metrics_from(preds: _Predictions, X: Any, y: Any, weight: Any) -> tuple[dict[str, float], Any]:
+    """``(metrics, classifier report or None)`` from a model's predictions on its training data."""
     from mltrail.integrations.sklearn import _metrics
 
-    classes = getattr(estimator, "classes_", None)
-    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
-    y_pred = _predict_from_proba(estimator, classes, proba)
-    if y_pred is None:
-        y_pred = estimator.predict(X)
-    scores = None
-    if proba is None and classes is not None and len(classes) == 2 and hasattr(estimator, "decision_function"):
-        scores = estimator.decision_function(X)
-    report = None
-    if classes is not None:
-        report = _metrics.classifier_report(y, y_pred, classes, proba=proba, scores=scores, sample_weight=weight)
-    if report is None:
-        return _classifier_metrics_slow(estimator, X, y, y_pred, weight)
-    metrics = dict(report.metrics)
-    metrics["score"] = _score(estimator, X, y, weight, "classifier", metrics["accuracy_score"])
-    if _config(call).log_plots and _plots_available():
-        _submit_plots(call, report)
-    return metrics
+    if preds.kind == "classifier":
+        report = None
+        if preds.classes is not None:
+            report = _metrics.classifier_report(y, preds.y_pred, preds.classes, proba=preds.proba,
+                                                scores=preds.scores, sample_weight=weight)
+        if report is None:
+            metrics = _classifier_metrics_slow(y, preds.y_pred, weight)
+        else:
+            metrics = dict(report.metrics)
+        metrics["score"] = preds.score if preds.score is not None else metrics["accuracy_score"]
+        return metrics, report
+    if preds.kind == "regressor":
+        metrics = _metrics.regressor_metrics(y, preds.y_pred, sample_weight=weight)
+        if metrics is None:
+            from sklearn import metrics as m
+
+            metrics = {
+                "mean_squared_error": float(m.mean_squared_error(y, preds.y_pred, sample_weight=weight)),
+                "mean_absolute_error": float(m.mean_absolute_error(y, preds.y_pred, sample_weight=weight)),
+                "r2_score": float(m.r2_score(y, preds.y_pred, sample_weight=weight)),
+            }
+            metrics["root_mean_squared_error"] = math.sqrt(metrics["mean_squared_error"])
+        metrics["score"] = preds.score if preds.score is not None else metrics["r2_score"]
+        return metrics, None
+    metrics = {}
+    if preds.inertia is not None:
+        metrics["inertia"] = preds.inertia
+    if preds.labels is not None:
+        value = _metrics.silhouette(X, preds.labels)
+        if value is not None:
+            metrics["silhouette_score"] = value
+    return metrics, None
 
 
 # Classes whose ``predict`` is, by construction, the class of highest ``predict_proba`` (ties
@@ -633,7 +768,7 @@ def _predict_from_proba(estimator: Any, classes: Any, proba: Any) -> Any:
     return classes.take(np.argmax(proba, axis=1))
 
 
-def _classifier_metrics_slow(estimator: Any, X: Any, y: Any, y_pred: Any, weight: Any) -> dict[str, float]:
+def _classifier_metrics_slow(y: Any, y_pred: Any, weight: Any) -> dict[str, float]:
     """scikit-learn's own functions, for labels the fast path does not cover (multilabel...)."""
     from sklearn import metrics as m
 
@@ -641,48 +776,13 @@ def _classifier_metrics_slow(estimator: Any, X: Any, y: Any, y_pred: Any, weight
     for name in ("precision_score", "recall_score", "f1_score"):
         fn = getattr(m, name)
         out[name] = float(fn(y, y_pred, average="weighted", sample_weight=weight, zero_division=0))
-    out["score"] = _score(estimator, X, y, weight, "classifier", out["accuracy_score"])
     return out
 
 
-def _regressor_metrics(estimator: Any, X: Any, y: Any, weight: Any) -> dict[str, float]:
-    from mltrail.integrations.sklearn import _metrics
-
-    y_pred = estimator.predict(X)
-    metrics = _metrics.regressor_metrics(y, y_pred, sample_weight=weight)
-    if metrics is None:
-        from sklearn import metrics as m
-
-        metrics = {
-            "mean_squared_error": float(m.mean_squared_error(y, y_pred, sample_weight=weight)),
-            "mean_absolute_error": float(m.mean_absolute_error(y, y_pred, sample_weight=weight)),
-            "r2_score": float(m.r2_score(y, y_pred, sample_weight=weight)),
-        }
-        metrics["root_mean_squared_error"] = math.sqrt(metrics["mean_squared_error"])
-    metrics["score"] = _score(estimator, X, y, weight, "regressor", metrics["r2_score"])
-    return metrics
-
-
-def _clusterer_metrics(estimator: Any, X: Any, labels: Any) -> dict[str, float]:
-    from mltrail.integrations.sklearn import _metrics
-
-    metrics: dict[str, float] = {}
-    inertia = getattr(estimator, "inertia_", None)
-    if inertia is not None:
-        metrics["inertia"] = float(inertia)
-    if labels is None:
-        labels = getattr(estimator, "labels_", None)
-    if labels is not None:
-        value = _metrics.silhouette(X, labels)
-        if value is not None:
-            metrics["silhouette_score"] = value
-    return metrics
-
-
-def _score(estimator: Any, X: Any, y: Any, weight: Any, kind: str, default: float) -> float:
-    """``estimator.score(X, y)``: the metric already computed when ``score`` is the default one."""
+def _own_score(estimator: Any, X: Any, y: Any, weight: Any, kind: str) -> float | None:
+    """``estimator.score(X, y)``, or None when ``score`` is the default metric (computed anyway)."""
     if _default_score(estimator, kind):
-        return default
+        return None
     if weight is not None and "sample_weight" in (_signature(type(estimator).score) or inspect.Signature()).parameters:
         return float(estimator.score(X, y, sample_weight=weight))
     return float(estimator.score(X, y))
@@ -725,21 +825,6 @@ def _plots_available() -> bool:
     return _plots_checked
 
 
-def _submit_plots(call: Call, report: Any) -> None:
-    def job(client: Any, run_id: str) -> None:
-        from mltrail.integrations.sklearn import _plots
-
-        client.log_bytes(run_id, _plots.confusion_matrix_png(report.confusion, report.labels, "Confusion matrix (training)"),
-                         "training_confusion_matrix.png")
-        if report.roc:
-            client.log_bytes(run_id, _plots.curves_png(report.roc, kind="roc", title="ROC curve (training)"),
-                             "training_roc_curve.png")
-            client.log_bytes(run_id, _plots.curves_png(report.pr, kind="pr", title="Precision-recall curve (training)"),
-                             "training_precision_recall_curve.png")
-
-    _submit(call, "plots", job)
-
-
 # ---------------------------------------------------------------------- models
 def _dumps(obj: Any, fmt: str) -> bytes:
     if fmt == "pickle":
@@ -753,11 +838,14 @@ def _dumps(obj: Any, fmt: str) -> bytes:
 
 def model_meta(estimator: Any, fmt: str) -> dict[str, Any]:
     """What ``mltrail_model.json`` says about a logged model."""
+    return _model_meta(type(estimator), fmt)
+
+
+def _model_meta(cls: type, fmt: str) -> dict[str, Any]:
     import platform
 
     import sklearn
 
-    cls = type(estimator)
     return {
         "flavor": NAME,
         "format": fmt,
@@ -768,16 +856,9 @@ def model_meta(estimator: Any, fmt: str) -> dict[str, Any]:
     }
 
 
-def _log_model(call: Call, estimator: Any, artifact_path: str, config: Config) -> None:
-    # Pickled now, on the caller's thread: the model may be refitted as soon as fit returns.
-    data = _dumps(estimator, config.serialization_format)
-    meta = json.dumps(model_meta(estimator, config.serialization_format), indent=2)
-
-    def job(client: Any, run_id: str) -> None:
-        client.log_bytes(run_id, data, f"{artifact_path}/model.pkl")
-        client.log_text(run_id, meta, f"{artifact_path}/{MODEL_META_FILE}")
-
-    _submit(call, "model_files", job)
+def _write_model(client: Any, run_id: str, data: bytes, cls: type, fmt: str, artifact_path: str) -> None:
+    client.log_bytes(run_id, data, f"{artifact_path}/model.pkl")
+    client.log_text(run_id, json.dumps(_model_meta(cls, fmt), indent=2), f"{artifact_path}/{MODEL_META_FILE}")
 
 
 def log_model(estimator: Any, artifact_path: str = MODEL_ARTIFACT_PATH, *, run_id: str | None = None,
@@ -816,7 +897,7 @@ def load_model(run_id: str, artifact_path: str = MODEL_ARTIFACT_PATH) -> Any:
     from mltrail.core.client import Client
     from mltrail.core.errors import NotFoundError
 
-    _worker.flush(run_id=run_id)
+    jobs.flush(run_id=run_id)
     client = Client()
     local = client.download_artifacts(run_id, artifact_path)
     meta_path = os.path.join(local, MODEL_META_FILE)
@@ -841,7 +922,7 @@ def flush(timeout: float | None = None) -> bool:
     ``mltrail.flush()`` covers the tracking data; this covers what a ``fit`` left for the
     background thread. Returns False if ``timeout`` seconds ran out first.
     """
-    return _worker.flush(timeout)
+    return jobs.flush(timeout)
 
 
 # ---------------------------------------------------------------------- cross-validation
@@ -868,7 +949,9 @@ def _pre_cross_validate(call: Call) -> None:
     X = call.args[1] if len(call.args) > 1 else call.kwargs.get("X")
     y = call.args[2] if len(call.args) > 2 else call.kwargs.get("y")
     if _config(call).log_datasets and X is not None:
-        safely(NAME, "dataset", _log_dataset, call, X, y)
+        name = safely(NAME, "dataset", caller_variable, X)
+        if name is not FAILED:
+            _submit(call, "dataset", lambda client, run_id: _log_dataset(client, run_id, X, y, name))
 
 
 def _post_cross_validate(call: Call, result: Any) -> None:

@@ -19,8 +19,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from mltrail.autolog import Call
-from mltrail.integrations.sklearn import _worker
+from mltrail.autolog import Call, jobs
 
 # id(model) -> (weak reference, run id, tracking URI); id(prediction) -> (prediction, run id, URI,
 # dataset name). Predictions are kept (strongly) only for the last few calls: enough for the
@@ -170,7 +169,7 @@ def _log_late_metric(run_id: str, uri: str, key: str, value: float) -> None:
                             np.array([value], dtype=np.float64))
         Client(uri).store.write_batch(WriteBatch(metrics=[chunk]))
 
-    _worker.submit("post_training_metric", run_id, work)
+    jobs.submit("sklearn", "post_training_metric", run_id, work)
 
 
 def _caller_variable(obj: Any) -> str | None:
