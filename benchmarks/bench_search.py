@@ -20,9 +20,10 @@ The top-100 run names of each query are compared between the two trackers.
 
 MLflow's search over 100,000 runs on SQLite takes minutes per query on a 2-core machine (four
 queries, cold and warm, had not finished after 45 minutes), so ``run_all.py`` compares the two
-at 10,000 runs and times mltrail alone at 100,000.
+at 10,000 runs and times mltrail alone at 100,000; ``--mlflow-query N`` times MLflow on query N
+alone (cold and one warm repeat, no export), which is feasible at 100,000.
 
-Run: ``python benchmarks/bench_search.py [--runs 100000] [--workdir DIR] [--mltrail-only]``.
+Run: ``python benchmarks/bench_search.py [--runs 100000] [--workdir DIR] [--mltrail-only | --mlflow-query N]``.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def query_mltrail(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str,
     return out
 
 
-def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, Any]:
+def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int, only: int | None = None) -> dict[str, Any]:
     import logging
 
     import mlflow
@@ -252,7 +253,9 @@ def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, 
     client = MlflowClient(uri)
     client.get_experiment(exp_id)
     out: dict[str, Any] = {"queries": []}
-    for label, filt, order in QUERIES:
+    for number, (label, filt, order) in enumerate(QUERIES, 1):
+        if only is not None and number != only:
+            continue
 
         def search(filt: str = filt, order: list[str] = order) -> Any:
             return client.search_runs([exp_id], filter_string=filt, order_by=order, max_results=100)
@@ -262,6 +265,8 @@ def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, 
         out["queries"].append(
             {"label": label, "cold_s": cold, "median_s": warm, "names": [r.info.run_name for r in runs]}
         )
+    if only is not None:
+        return out
 
     def export() -> Any:
         return mlflow.search_runs(experiment_ids=[exp_id], max_results=n, output_format="pandas")
@@ -272,7 +277,15 @@ def query_mlflow(workdir: Path, exp_id: str, n: int, repeats: int) -> dict[str, 
 
 
 # ---------------------------------------------------------------------- driver
-def _child(role: str, workdir: Path, n: int, extra: str = "", repeats: int = 5, timeout: float = 3600) -> Any:
+def _child(
+    role: str,
+    workdir: Path,
+    n: int,
+    extra: str = "",
+    repeats: int = 5,
+    timeout: float = 3600,
+    only: int | None = None,
+) -> Any:
     cmd = [
         sys.executable,
         __file__,
@@ -287,6 +300,8 @@ def _child(role: str, workdir: Path, n: int, extra: str = "", repeats: int = 5, 
     ]
     if extra:
         cmd += ["--experiment-id", extra]
+    if only is not None:
+        cmd += ["--mlflow-query", str(only)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         msg = f"{role} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
@@ -295,7 +310,12 @@ def _child(role: str, workdir: Path, n: int, extra: str = "", repeats: int = 5, 
 
 
 def run(
-    n: int, workdir: Path, repeats: int = 5, log: Any = print, peers: tuple[str, ...] = ("mltrail", "mlflow")
+    n: int,
+    workdir: Path,
+    repeats: int = 5,
+    log: Any = print,
+    peers: tuple[str, ...] = ("mltrail", "mlflow"),
+    mlflow_query: int | None = None,
 ) -> dict[str, Any]:
     """Set the stores up (or reuse them), time the queries; return everything measured."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -309,11 +329,16 @@ def run(
             setup = _child(f"setup-{peer}", workdir / f"{peer}-{n}", n)
             marker.write_text(json.dumps(setup))
         log(f"search: querying {peer} ...")
+        only = mlflow_query if peer == "mlflow" else None
         result[peer] = _child(
-            f"query-{peer}", workdir / f"{peer}-{n}", n, str(setup["experiment_id"]), repeats
+            f"query-{peer}", workdir / f"{peer}-{n}", n, str(setup["experiment_id"]), repeats, only=only
         )
         result[peer]["setup_seconds"] = setup["setup_seconds"]
-    if "mlflow" in result:
+    if mlflow_query is not None:
+        result["mlflow_query"] = mlflow_query
+        q_mt, q_mf = result["mltrail"]["queries"][mlflow_query - 1], result["mlflow"]["queries"][0]
+        q_mt["same_as_mlflow"] = q_mt["names"] == q_mf["names"]
+    elif "mlflow" in result:
         for q_mt, q_mf in zip(result["mltrail"]["queries"], result["mlflow"]["queries"], strict=True):
             q_mt["same_as_mlflow"] = q_mt["names"] == q_mf["names"]
     return result
@@ -343,6 +368,25 @@ def table_alone(result: dict[str, Any]) -> str:
         "|---|---|",
     ]
     return "\n".join(lines)
+
+
+def table_one(result: dict[str, Any]) -> str:
+    """One query, both trackers (MLflow: cold and one warm repeat)."""
+    n, k = result["runs"], result["mlflow_query"]
+    _label, filt, order = QUERIES[k - 1]
+    a, b = result["mltrail"]["queries"][k - 1], result["mlflow"]["queries"][0]
+    return "\n".join(
+        [
+            f"One query over {n:,} runs, SQLite, top 100 (MLflow: cold, then one warm repeat):",
+            "",
+            "| query | order by | mltrail (median) | MLflow (warm) | mltrail cold | MLflow cold | speed-up | "
+            "same top-100 |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| `{filt}` | `{', '.join(order)}` | {a['median_s'] * 1e3:,.1f} ms | {b['median_s'] * 1e3:,.1f} ms | "
+            f"{a['cold_s'] * 1e3:,.1f} ms | {b['cold_s'] * 1e3:,.1f} ms | {b['median_s'] / a['median_s']:,.0f}x | "
+            f"{'yes' if a['same_as_mlflow'] else 'NO'} |",
+        ]
+    )
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -387,14 +431,33 @@ def main() -> None:
     parser.add_argument("--experiment-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--mltrail-only", action="store_true", help="skip MLflow (minutes per query at 100k)")
+    parser.add_argument(
+        "--mlflow-query",
+        type=int,
+        choices=range(1, len(QUERIES) + 1),
+        default=None,
+        help="time MLflow on this query only (1-4), cold and one warm repeat, and no export",
+    )
     args = parser.parse_args()
     if args.role is None:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mltrail-search-bench-"))
         peers = ("mltrail",) if args.mltrail_only else ("mltrail", "mlflow")
-        result = run(args.runs, workdir, args.repeats, log=lambda m: print(m, file=sys.stderr), peers=peers)
+        result = run(
+            args.runs,
+            workdir,
+            args.repeats,
+            log=lambda m: print(m, file=sys.stderr),
+            peers=peers,
+            mlflow_query=None if args.mltrail_only else args.mlflow_query,
+        )
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-        print(table_alone(result) if args.mltrail_only else tables(result))
+        if args.mltrail_only:
+            print(table_alone(result))
+        elif args.mlflow_query is not None:
+            print(table_alone(result) + "\n\n" + table_one(result))
+        else:
+            print(tables(result))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(args.workdir)
@@ -402,7 +465,9 @@ def main() -> None:
         "setup-mltrail": lambda: setup_mltrail(args.workdir, args.runs),
         "setup-mlflow": lambda: setup_mlflow(args.workdir, args.runs),
         "query-mltrail": lambda: query_mltrail(args.workdir, args.experiment_id, args.runs, args.repeats),
-        "query-mlflow": lambda: query_mlflow(args.workdir, args.experiment_id, args.runs, args.repeats),
+        "query-mlflow": lambda: query_mlflow(
+            args.workdir, args.experiment_id, args.runs, args.repeats, args.mlflow_query
+        ),
     }[args.role]
     print(json.dumps(fn()))
 

@@ -447,6 +447,17 @@ class Column:
         source = {"params": run.data.params, "metrics": run.data.metrics, "tags": run.data.tags}
         return source[self.kind].get(self.key)
 
+    def values(self, runs: Sequence[Run], attributes: dict[str, Callable[[Run], Any]]) -> list[Any]:
+        """This column's value for every run (None where a run lacks the key)."""
+        if self.kind == "attribute":
+            return [attributes[self.key](r) for r in runs]
+        key = self.key
+        if self.kind == "params":
+            return [r.data.params.get(key) for r in runs]
+        if self.kind == "metrics":
+            return [r.data.metrics.get(key) for r in runs]
+        return [r.data.tags.get(key) for r in runs]
+
     def cell(self, run: Run, attributes: dict[str, Callable[[Run], Any]]) -> str:
         value = self.value(run, attributes)
         if self.key in _TIME_COLUMNS and self.kind == "attribute":
@@ -1001,7 +1012,7 @@ def cmd_runs_export(args: argparse.Namespace, out: IO[str]) -> int:
         for kind in ("metrics", "params", "tags"):
             keys = sorted({k for r in runs for k in getattr(r.data, kind)})
             columns.extend(Column(kind, k) for k in keys)
-    table = {c.name: [c.value(r, attributes) for r in runs] for c in columns}
+    table = {c.name: c.values(runs, attributes) for c in columns}
     try:
         if fmt == "csv" and not args.output:
             _write_csv(out, columns, table, len(runs))
@@ -1030,21 +1041,19 @@ def cmd_runs_export(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _write_csv(fh: IO[str], columns: Sequence[Column], table: dict[str, list[Any]], n: int) -> None:
+    # Each column is turned into text in one pass, then the rows are written all at once.
+    texts = []
+    for c in columns:
+        values = table[c.name]
+        if c.kind == "attribute" and c.key in _TIME_COLUMNS:
+            texts.append([_iso_utc(v) for v in values])
+        else:
+            texts.append(
+                ["" if v is None else _fmt_float(v) if isinstance(v, float) else str(v) for v in values]
+            )
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow([c.name for c in columns])
-    for i in range(n):
-        row = []
-        for c in columns:
-            value = table[c.name][i]
-            if c.kind == "attribute" and c.key in _TIME_COLUMNS:
-                row.append(_iso_utc(value))
-            elif value is None:
-                row.append("")
-            elif isinstance(value, float):
-                row.append(_fmt_float(value))
-            else:
-                row.append(str(value))
-        writer.writerow(row)
+    writer.writerows(zip(*texts, strict=True) if texts else ([] for _ in range(n)))
 
 
 # ============================================================================ parser

@@ -265,11 +265,16 @@ def _null_nan(value: float) -> float | None:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _sqlite(directory: Path) -> Iterator[Db]:
+def _statements(migrations: int | None) -> Iterator[str | tuple[str, str]]:
+    for migration in MIGRATIONS[:migrations]:
+        yield from migration
+
+
+def _sqlite(directory: Path, migrations: int | None = None) -> Iterator[Db]:
     conn = sqlite3.connect(directory / "search.db", isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = OFF")  # a scratch database: no fsync per commit
-    for stmt in MIGRATIONS[0]:
+    for stmt in _statements(migrations):
         sql = render(stmt, "sqlite")
         if sql is not None:  # None: a statement for another dialect
             conn.execute(sql)
@@ -279,7 +284,7 @@ def _sqlite(directory: Path) -> Iterator[Db]:
         conn.close()
 
 
-def _postgresql() -> Iterator[Db]:
+def _postgresql(migrations: int | None = None) -> Iterator[Db]:
     # The same server, variables and rules as tests/conftest.py: skip visibly when no server
     # answers, fail instead under CI or MLTRAIL_REQUIRE_POSTGRES=1.
     required = (
@@ -298,8 +303,10 @@ def _postgresql() -> Iterator[Db]:
     try:
         conn = psycopg.connect(PG_ADMIN_DSN, dbname=name, autocommit=True, connect_timeout=5)
         try:
-            for stmt in MIGRATIONS[0]:
-                conn.execute(render(stmt, "postgresql"))
+            for stmt in _statements(migrations):
+                sql = render(stmt, "postgresql")
+                if sql is not None:
+                    conn.execute(sql)
             yield Db("postgresql", conn)
         finally:
             conn.close()
@@ -308,12 +315,17 @@ def _postgresql() -> Iterator[Db]:
         admin.close()
 
 
-def open_db(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
-    """Yield a database of the given dialect holding the schema; module-scoped use."""
+def open_db(
+    dialect: str, tmp_path_factory: pytest.TempPathFactory, migrations: int | None = None
+) -> Iterator[Db]:
+    """Yield a database of the given dialect holding the schema; module-scoped use.
+
+    ``migrations``: apply only the first this many (default: all), for testing an upgrade.
+    """
     if dialect == "sqlite":
-        yield from _sqlite(tmp_path_factory.mktemp("search"))
+        yield from _sqlite(tmp_path_factory.mktemp("search"), migrations)
     else:
-        yield from _postgresql()
+        yield from _postgresql(migrations)
 
 
 # ---------------------------------------------------------------------------------------------

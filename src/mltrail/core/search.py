@@ -24,6 +24,15 @@ skips runs without ``x``; ``params.x IS NULL`` finds them. A NaN metric (stored 
 The compiled SQL uses ``?`` placeholders only; keys and values are always bound parameters, so
 user text never becomes SQL text. Pages are keyset-paginated: the page token carries the
 sort-key values of the last row returned, so paging stays stable while runs are being added.
+
+A run search walks its first order key in order rather than sorting every matching run: for
+a metric (last, min or max), a param or a tag it reads that key's ``(key, value)`` index from
+the first value on, tests the filter on each run it meets, and stops once the page is full;
+for ``start_time`` it reads the runs' ``(experiment_id, start_time)`` index. The other order
+keys only break ties within a group of equal first values. Runs without a value for the first
+key come last and are looked for only when the runs with one did not fill the page. So a top-N
+search costs about N over the share of runs the filter keeps, whatever the number of runs; a
+filter that keeps very few runs makes the walk long (it then reads the whole index once).
 """
 
 from __future__ import annotations
@@ -591,12 +600,40 @@ class _SortColumn:
     nullable: bool
 
 
+def _collated(expr: SqlQuery, kind: str, dialect: str) -> SqlQuery:
+    """``expr`` ordered by code point: PostgreSQL needs the "C" collation for that."""
+    if kind == "text" and dialect == "postgresql":
+        return _sql(expr, ' COLLATE "C"')
+    return expr
+
+
+@dataclass(frozen=True)
+class _Driver:
+    """The first order key as a search walks it: in index order, stopping once a page is full.
+
+    ``source`` is the FROM clause (the key's own table joined to ``runs r``, or ``runs r``
+    alone), ``link`` the join and key condition, ``value`` the sort value read from the source.
+    Runs for which the key has no value (``missing``; None when every run has one) come after
+    all others; ``present`` says a row of the source has a value (None: it always does).
+    """
+
+    source: str
+    link: SqlQuery | None
+    value: SqlQuery
+    present: SqlQuery | None
+    missing: SqlQuery | None
+
+
 class _Compiler:
-    def __init__(self, scope: str, dialect: str, now_ms: int, text: str) -> None:
+    def __init__(self, scope: str, dialect: str, now_ms: int, text: str, run_ref: str = "r.run_uuid") -> None:
         self.scope = scope  # "run" or "experiment"
         self.dialect = dialect
         self.now_ms = now_ms
         self.text = text
+        # What params, tags, metrics and datasets in a filter are matched against. A search
+        # that walks a key's own table names that table's run_uuid, so that SQLite tests the
+        # filter before it looks the run up.
+        self.run_ref = run_ref
 
     def error(self, message: str, position: int) -> SearchSyntaxError:
         return SearchSyntaxError(message, self.text, position)
@@ -650,10 +687,51 @@ class _Compiler:
         expr = _sql(f"(SELECT t.value FROM {table} t WHERE {owner} AND t.key = ", _Param(key.name), ")")
         return _SortColumn(expr, "text", order.ascending, True)
 
+    def driver(self, order: OrderKey) -> _Driver:
+        """Where the first order key's values come from when the search walks them in order."""
+        key = order.key
+        self.check_entity(key, ordering=True)
+        if key.entity == "attribute":
+            expr, kind = self.attribute(key)
+            if expr.sql == "r.end_time":
+                return _Driver(
+                    "runs r", None, expr, _sql("r.end_time IS NOT NULL"), _sql("r.end_time IS NULL")
+                )
+            return _Driver("runs r", None, self.collated(expr, kind), None, None)
+        link = _sql("o.key = ", _Param(key.name), " AND r.run_uuid = o.run_uuid")
+        if key.entity == "metric":
+            column = _METRIC_COLUMNS[key.aggregate]
+            missing = _sql(
+                "NOT EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ",
+                _Param(key.name),
+                f" AND m.{column} IS NOT NULL)",
+            )
+            return _Driver(
+                "latest_metrics o CROSS JOIN runs r",
+                link,
+                _sql(f"o.{column}"),
+                _sql(f"o.{column} IS NOT NULL"),
+                missing,
+            )
+        table, owner = self.key_table(key)
+        missing = _sql(
+            f"NOT EXISTS (SELECT 1 FROM {table} t WHERE {owner} AND t.key = ", _Param(key.name), ")"
+        )
+        return _Driver(
+            f"{table} o CROSS JOIN runs r",
+            link,
+            self.collated(_sql("o.value"), "text"),
+            None,
+            missing,
+        )
+
+    def collated(self, expr: SqlQuery, kind: str) -> SqlQuery:
+        return _collated(expr, kind, self.dialect)
+
     def key_table(self, key: Key) -> tuple[str, str]:
         if self.scope == "experiment":
             return "experiment_tags", "t.experiment_id = e.experiment_id"
-        return ("params" if key.entity == "param" else "tags"), "t.run_uuid = r.run_uuid"
+        return ("params" if key.entity == "param" else "tags"), f"t.run_uuid = {self.run_ref}"
 
     # -- filters -----------------------------------------------------------------------------
 
@@ -733,7 +811,7 @@ class _Compiler:
             self.check_op(cmp, ("=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"))
             return _sql(
                 "EXISTS (SELECT 1 FROM inputs i JOIN datasets d ON d.dataset_uuid = "
-                "i.dataset_uuid WHERE i.run_uuid = r.run_uuid AND ",
+                f"i.dataset_uuid WHERE i.run_uuid = {self.run_ref} AND ",
                 self.predicate(_sql(column), cmp, "text"),
                 ")",
             )
@@ -741,7 +819,7 @@ class _Compiler:
             self.check_op(cmp, (*_COMPARATORS, "IN", "NOT IN", *_NULL_OPS))
             column = f"m.{_METRIC_COLUMNS[key.aggregate]}"
             head = _sql(
-                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ",
+                f"EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = {self.run_ref} AND m.key = ",
                 _Param(key.name),
             )
             if cmp.op in _NULL_OPS:
@@ -837,6 +915,38 @@ def _decode_token(
     return values
 
 
+_NULL_OF_KIND = {
+    "text": "CAST(NULL AS TEXT)",
+    "int": "CAST(NULL AS BIGINT)",
+    "float": "CAST(NULL AS DOUBLE PRECISION)",
+}
+
+
+def _keyset(items: Sequence[tuple[SqlQuery, _SortColumn]], values: Sequence[Any]) -> SqlQuery:
+    """The rows after the one whose sort values are ``values``, in the order of ``items``."""
+
+    def after(i: int) -> SqlQuery:
+        expr, col = items[i]
+        value = values[i]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = _bind_number(value, col.kind)
+        if value is None:
+            equal, later = _sql(expr, " IS NULL"), None
+        else:
+            later = _sql(expr, f" {'>' if col.ascending else '<'} ", _Param(value))
+            if col.nullable:
+                later = _sql("(", later, " OR ", expr, " IS NULL)")
+            equal = _sql(expr, " = ", _Param(value))
+        if i == len(items) - 1:
+            return later if later is not None else _sql("1 = 0")
+        rest = _sql(equal, " AND ", after(i + 1))
+        if later is None:
+            return _sql("(", rest, ")")
+        return _sql("(", later, " OR (", rest, "))")
+
+    return after(0)
+
+
 def _compile(
     *,
     table: str,
@@ -877,30 +987,113 @@ def _compile(
     ]
     if page_token:
         values = _decode_token(page_token, orders, columns, id_kind, dialect)
-
-        def after(i: int) -> SqlQuery:
-            name, col = everything[i]
-            value = values[i]
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = _bind_number(value, col.kind)
-            if value is None:
-                equal, later = _sql(f"q.{name} IS NULL"), None
-            else:
-                op = ">" if col.ascending else "<"
-                later = _sql(f"{ref(name, col)} {op} ", _Param(value))
-                if col.nullable:
-                    later = _sql("(", later, f" OR q.{name} IS NULL)")
-                equal = _sql(f"q.{name} = ", _Param(value))
-            if i == len(everything) - 1:
-                return later if later is not None else _sql("1 = 0")
-            rest = _sql(equal, " AND ", after(i + 1))
-            if later is None:
-                return _sql("(", rest, ")")
-            return _sql("(", later, " OR (", rest, "))")
-
-        parts += [" WHERE ", after(0)]
+        parts += [" WHERE ", _keyset([(_sql(ref(name, col)), col) for name, col in everything], values)]
     parts += [" ORDER BY ", ", ".join(order_sql), " LIMIT ", _Param(max_results + 1)]
     return _sql(*parts)
+
+
+def _compile_runs(
+    *,
+    where: Sequence[SqlQuery],
+    where_driven: Sequence[SqlQuery],
+    driver: _Driver,
+    columns: Sequence[_SortColumn],
+    orders: Sequence[OrderKey],
+    page_token: str | None,
+    max_results: int,
+    dialect: str,
+) -> SqlQuery:
+    """The run search, walking the first sort key in order so that it stops after a page.
+
+    The runs that have a value for the first key come first, read from ``driver`` in its order
+    (an index on the key and value when there is one; the remaining keys only break ties, so
+    the database sorts each group of equal first values and stops once the page is full).
+    The runs without a value come after them, and are looked for only when the first part did
+    not fill the page. Both parts are one statement. ``where_driven`` is the filter as part one
+    tests it (on the walked table's run ids where it can), ``where`` as part two does.
+    """
+    limit = max_results + 1
+    first, rest = columns[0], columns[1:]
+    tail = [(_collated(c.expr, c.kind, dialect), c) for c in rest]
+    tail.append((_collated(_sql("r.run_uuid"), "text", dialect), _SortColumn(_sql(""), "text", True, False)))
+    values = _decode_token(page_token, orders, columns, "text", dialect) if page_token else None
+
+    def arm(
+        head: SqlQuery | None, conditions: list[SqlQuery], group: int | None, guard: SqlQuery | None = None
+    ) -> SqlQuery:
+        """SELECT run_uuid, k0..kn [, g] with ``head`` as k0 (None: no value) in sort order."""
+        k0 = head if head is not None else _sql(_NULL_OF_KIND[first.kind])
+        if head is None and first.kind == "text" and dialect == "postgresql":
+            k0 = _sql(k0, ' COLLATE "C"')
+        select = [_sql(tail[-1][0], " AS run_uuid"), _sql(k0, " AS k0")]
+        select += [_sql(expr, f" AS k{i}") for i, (expr, _) in enumerate(tail[:-1], 1)]
+        if group is not None:
+            select.append(_sql(f"{group} AS g"))
+        order = [f"2 {'ASC' if first.ascending else 'DESC'}"] if head is not None else []
+        for i, (_, col) in enumerate(tail[:-1], 3):
+            order.append(f"{i} {'ASC' if col.ascending else 'DESC'}{' NULLS LAST' if col.nullable else ''}")
+        order.append("1 ASC")
+        source = _sql(driver.source if head is not None else "runs r")
+        if guard is not None:
+            source = guard
+        return _sql(
+            "SELECT ",
+            _join(", ", select),
+            " FROM ",
+            source,
+            " WHERE ",
+            _join(" AND ", conditions),
+            f" ORDER BY {', '.join(order)} LIMIT ",
+            _Param(limit),
+        )
+
+    # Part one: the runs with a value for the first key, unless the page starts after them.
+    head: SqlQuery | None = None
+    if values is None or values[0] is not None:
+        conditions = [c for c in (driver.link, driver.present) if c is not None] + list(where_driven)
+        if values is not None:
+            # The bound alone lets the database start the index walk at the token.
+            first_value = _bind_number(values[0], first.kind) if first.kind != "text" else values[0]
+            conditions.append(
+                _sql(driver.value, f" {'>=' if first.ascending else '<='} ", _Param(first_value))
+            )
+            present = _SortColumn(first.expr, first.kind, first.ascending, False)
+            conditions.append(_keyset([(driver.value, present), *tail], values))
+        head = arm(driver.value, conditions, None if driver.missing is None else 0)
+        if driver.missing is None:
+            return head
+
+    # Part two: the runs without a value, ordered by the remaining keys.
+    assert driver.missing is not None
+    conditions = [driver.missing, *where]
+    if values is not None and values[0] is None:
+        conditions.append(_keyset(tail, values[1:]))
+        return arm(None, conditions, None)
+    if head is None:
+        return arm(None, conditions, None)
+    # Only when part one did not fill the page. PostgreSQL runs an uncorrelated condition once,
+    # before anything else; SQLite would test it on every run it scans, so there it is a
+    # one-row table (zero rows once the page is full) that the scan of the runs is nested in.
+    full = _sql("(SELECT COUNT(*) FROM a) < ", _Param(limit))
+    if dialect == "postgresql":
+        missing = arm(None, [*conditions, full], 1)
+    else:
+        guard = _sql("(SELECT 1 WHERE ", full, " LIMIT 1) z CROSS JOIN runs r")
+        missing = arm(None, conditions, 1, guard)
+    outer = ["q.g"]
+    for i, col in enumerate(columns):
+        ref = f"q.k{i}" + (' COLLATE "C"' if col.kind == "text" and dialect == "postgresql" else "")
+        outer.append(f"{ref} {'ASC' if col.ascending else 'DESC'}{' NULLS LAST' if col.nullable else ''}")
+    outer.append("q.run_uuid" + (' COLLATE "C"' if dialect == "postgresql" else ""))
+    names = ", ".join(["q.run_uuid"] + [f"q.k{i}" for i in range(len(columns))])
+    return _sql(
+        "WITH a AS (",
+        head,
+        f") SELECT {names} FROM (SELECT * FROM a UNION ALL SELECT * FROM (",
+        missing,
+        f") b) q ORDER BY {', '.join(outer)} LIMIT ",
+        _Param(limit),
+    )
 
 
 def _check_common(view_type: int, max_results: int, dialect: str) -> str:
@@ -973,21 +1166,27 @@ def compile_run_search(
             raise InvalidInputError(f"invalid experiment id {eid!r}") from None
     tree = parse_filter(filter_string or "")
     orders = parse_order_by(order_by)
-    where = [_sql("r.experiment_id IN (", _placeholders(ids), ")") if ids else _sql("1 = 0")]
-    if stage:
-        where.append(_sql("r." + stage))
-    if tree != And(()):
-        where.append(_Compiler("run", dialect, now_ms, filter_string or "").node(tree))
+
+    def where(run_ref: str) -> list[SqlQuery]:
+        conditions = [_sql("r.experiment_id IN (", _placeholders(ids), ")") if ids else _sql("1 = 0")]
+        if stage:
+            conditions.append(_sql("r." + stage))
+        if tree != And(()):
+            conditions.append(_Compiler("run", dialect, now_ms, filter_string or "", run_ref).node(tree))
+        return conditions
+
     columns = []
     for item, order in zip(order_by or (), orders, strict=True):
         columns.append(_Compiler("run", dialect, now_ms, item).sort_column(order))
     columns.append(_SortColumn(_sql("r.start_time"), "int", False, False))
-    return _compile(
-        table="runs",
-        alias="r",
-        id_column="run_uuid",
-        id_kind="text",
-        where=where,
+    if orders:
+        driver = _Compiler("run", dialect, now_ms, (order_by or [""])[0]).driver(orders[0])
+    else:
+        driver = _Driver("runs r", None, _sql("r.start_time"), None, None)
+    return _compile_runs(
+        where=where("r.run_uuid"),
+        where_driven=where("r.run_uuid" if driver.link is None else "o.run_uuid"),
+        driver=driver,
         columns=columns,
         orders=orders,
         page_token=page_token,

@@ -110,6 +110,19 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
             PRIMARY KEY (run_uuid, dataset_uuid)
         )""",
     ],
+    # 2: indexes on (key, value) so that a search ordered by a metric (its last, min or max
+    # value), a param or a tag walks that key's values in order and stops after one page
+    # instead of sorting every matching run. PostgreSQL orders text by code point only under
+    # the "C" collation, which its indexes must then use too.
+    [
+        "CREATE INDEX latest_metrics_key_value ON latest_metrics (key, value)",
+        "CREATE INDEX latest_metrics_key_min ON latest_metrics (key, min_value)",
+        "CREATE INDEX latest_metrics_key_max ON latest_metrics (key, max_value)",
+        ("sqlite", "CREATE INDEX params_key_value ON params (key, value)"),
+        ("postgresql", 'CREATE INDEX params_key_value ON params (key, value COLLATE "C")'),
+        ("sqlite", "CREATE INDEX tags_key_value ON tags (key, value)"),
+        ("postgresql", 'CREATE INDEX tags_key_value ON tags (key, value COLLATE "C")'),
+    ],
 ]
 
 DIALECT_TYPES = {
