@@ -14,17 +14,21 @@ Workloads: 200 boosting rounds on ``make_classification(10_000, 20)`` (8,000 row
 * ``lgb-train``   ``lightgbm.train(params, dtrain, 200, valid_sets=[dvalid])``
 * ``lgb-sklearn`` ``LGBMClassifier(n_estimators=200).fit(X, y, eval_X=Xv, eval_y=yv)``
 
-Each tracker runs in its own process with a fresh store in a temporary directory, and
-alternates bare and tracked trainings so that both see the same load on the machine (the bare
-training runs with that tracker's autolog disabled: the originals are back). With both trackers
+One process per workload interleaves bare, mltrail and MLflow trainings round by round,
+rotating their order, so that all see the same load on the machine (a bare training runs with
+every autolog disabled: the originals are back); each tracker writes to a fresh store in a
+temporary directory. With both trackers
 at their defaults, a tracked training starts a run, logs params, every round's metrics, feature
 importances and the model, and ends the run. Each row gives the median over the repeats after
 one warm-up of each kind:
 
 * ``wall``: the time the training call takes (what the user waits for);
 * ``+flush``: for mltrail, the call plus ``mltrail.flush()`` (everything durable in the store);
+* ``caller CPU``: CPU time of the calling thread during the call (what training itself pays;
+  the steadiest figure on a busy machine);
 * ``CPU``: CPU time of the whole process (all threads, the background writer and environment
-  capture included) during the call: steadier than wall time on a busy machine;
+  capture included) during the call, for mltrail until its flush returned: steadier than wall
+  time on a busy machine;
 * overheads: tracked minus bare, and as a percentage of bare.
 
 Targets (issue 9): mltrail <= 5 % over bare; MLflow's overhead at least 5x mltrail's.
@@ -33,11 +37,8 @@ Targets (issue 9): mltrail <= 5 % over bare; MLflow's overhead at least 5x mltra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -87,111 +88,91 @@ def _trainer(workload: str) -> Any:
 
 
 def _toggle(tracker: str, workload: str, on: bool) -> None:
+    import importlib
+
     framework = "xgboost" if workload.startswith("xgb") else "lightgbm"
     if tracker == "mltrail":
-        import importlib
-
         importlib.import_module(f"mltrail.integrations.{framework}").autolog(disable=not on)
     else:
-        import importlib
-
-        mod = importlib.import_module(f"mlflow.{framework}")
-        mod.autolog(disable=not on, silent=True)
+        importlib.import_module(f"mlflow.{framework}").autolog(disable=not on, silent=True)
 
 
-def _worker(tracker: str, workload: str, repeats: int) -> dict[str, Any]:
-    """Alternate bare and tracked trainings in this process; return the medians."""
+def measure(workload: str, repeats: int, trackers: list[str]) -> dict[str, dict[str, float]]:
+    """Interleave bare and tracked trainings in this process, rotating the order each round."""
     warnings.filterwarnings("ignore")
-    store = tempfile.mkdtemp(prefix=f"bench-boosting-{tracker}-")
-    flush = None
-    if tracker == "mltrail":
+    if "mltrail" in trackers:
         import mltrail
 
-        mltrail.set_tracking_uri(store)
-        flush = mltrail.flush
-    else:
+        mltrail.set_tracking_uri(tempfile.mkdtemp(prefix="bench-boosting-mltrail-"))
+    if "mlflow" in trackers:
         import logging
 
         import mlflow
 
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-        mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+        mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='bench-boosting-mlflow-')}/mlflow.db")
     train = _trainer(workload)
-    samples: dict[str, list[float]] = {k: [] for k in ("bare", "tracked", "flushed", "bare_cpu", "tracked_cpu")}
-    for i in range(repeats + 1):  # the first round is a warm-up
-        order = (False, True) if i % 2 else (True, False)
-        for on in order:
-            _toggle(tracker, workload, on)
-            start, cpu = time.perf_counter(), time.process_time()
+    kinds = ["bare", *trackers]
+    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "flushed": [], "cpu": [], "tcpu": []} for k in kinds}
+    for i in range(repeats + 1):  # round 0 warms up
+        shift = i % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            if kind != "bare":
+                _toggle(kind, workload, True)
+            start, cpu, tcpu = time.perf_counter(), time.process_time(), time.thread_time()
             train()
-            wall = time.perf_counter() - start
-            if on and flush is not None:
-                flush()
+            wall, tcpu = time.perf_counter() - start, time.thread_time() - tcpu
+            if kind == "mltrail":
+                mltrail.flush()
             total, cpu = time.perf_counter() - start, time.process_time() - cpu
-            if i == 0:
-                continue
-            if on:
-                samples["tracked"].append(wall)
-                samples["flushed"].append(total)
-                samples["tracked_cpu"].append(cpu)
-            else:
-                samples["bare"].append(wall)
-                samples["bare_cpu"].append(cpu)
-    _toggle(tracker, workload, False)
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def _run_worker(tracker: str, workload: str, repeats: int) -> dict[str, Any] | str:
-    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="0", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", tracker, workload, str(repeats)],
-        capture_output=True, text=True, env=env, timeout=3600,
-    )
-    if proc.returncode != 0:
-        return (proc.stderr.strip().splitlines() or ["failed"])[-1]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if kind != "bare":
+                _toggle(kind, workload, False)
+            if i:
+                samples[kind]["wall"].append(wall)
+                samples[kind]["flushed"].append(total)
+                samples[kind]["cpu"].append(cpu)
+                samples[kind]["tcpu"].append(tcpu)
+    return {k: {m: statistics.median(v) for m, v in s.items()} for k, s in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--mlflow-repeats", type=int, default=3)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--trackers", default="mltrail,mlflow")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        tracker, workload, repeats = args.worker
-        print(json.dumps(_worker(tracker, workload, int(repeats))))
-        return
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import lightgbm
     import xgboost
 
+    trackers = args.trackers.split(",")
     print(f"xgboost {xgboost.__version__}, lightgbm {lightgbm.__version__}, {ROUNDS} rounds, "
           f"make_classification(10000, 20), eval set logged every round, 1 thread; median of "
-          f"{args.repeats} (mltrail) / {args.mlflow_repeats} (mlflow) alternating repeats\n")
-    print("| workload | tracker | bare wall (s) | tracked wall (s) | +flush (s) | wall overhead | "
-          "bare CPU (s) | tracked CPU (s) | CPU overhead |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          f"{args.repeats} interleaved rounds (bare, {', '.join(trackers)}); load average "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print("| workload | bare wall (s) | tracker | tracked wall (s) | wall overhead | +flush (s) | "
+          "caller CPU overhead | bare CPU (s) | tracked CPU (s) | process CPU overhead |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for workload in args.workloads.split(","):
+        res = measure(workload, args.repeats, trackers)
+        bare = res["bare"]
         overheads: dict[str, float] = {}
-        for tracker in args.trackers.split(","):
-            repeats = args.repeats if tracker == "mltrail" else args.mlflow_repeats
-            res = _run_worker(tracker, workload, repeats)
-            if isinstance(res, str):
-                print(f"| {workload} | {tracker} | failed: {res} | | | | | | |")
-                continue
-            over = res["tracked"] - res["bare"]
-            cpu_over = res["tracked_cpu"] - res["bare_cpu"]
-            overheads[tracker] = cpu_over
-            flushed = f"{res['flushed']:.3f}" if tracker == "mltrail" else "-"
-            print(f"| {workload} | {tracker} | {res['bare']:.3f} | {res['tracked']:.3f} | {flushed} | "
-                  f"{over:+.3f} s ({100 * over / res['bare']:+.1f} %) | {res['bare_cpu']:.3f} | "
-                  f"{res['tracked_cpu']:.3f} | {cpu_over:+.3f} s ({100 * cpu_over / res['bare_cpu']:+.1f} %) |")
+        for tracker in trackers:
+            t = res[tracker]
+            over = t["wall"] - bare["wall"]
+            cpu_over = t["cpu"] - bare["cpu"]
+            overheads[tracker] = max(t["flushed"] - bare["wall"], 0.0) if tracker == "mltrail" else over
+            flushed = f"{t['flushed']:.3f}" if tracker == "mltrail" else "-"
+            tover = t["tcpu"] - bare["tcpu"]
+            print(f"| {workload} | {bare['wall']:.3f} | {tracker} | {t['wall']:.3f} | "
+                  f"{over:+.3f} s ({100 * over / bare['wall']:+.1f} %) | {flushed} | "
+                  f"{tover:+.3f} s ({100 * tover / bare['tcpu']:+.1f} %) | {bare['cpu']:.3f} | "
+                  f"{t['cpu']:.3f} | {cpu_over:+.3f} s ({100 * cpu_over / bare['cpu']:+.1f} %) |", flush=True)
         if "mltrail" in overheads and "mlflow" in overheads:
-            # A mltrail overhead under 10 ms is below what this machine can resolve: count it as 10 ms.
+            # An mltrail overhead under 10 ms is below what this machine can resolve: count it as 10 ms.
             ratio = overheads["mlflow"] / max(overheads["mltrail"], 0.010)
-            print(f"| {workload} | MLflow's CPU overhead / mltrail's | | | | | | | {ratio:.0f}x |")
+            print(f"| {workload} | | MLflow's wall overhead / mltrail's (+flush) | | {ratio:.0f}x | | | | | |")
+    print(f"\nLoad average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -279,3 +279,53 @@ def test_subclasses_of_a_base_without_the_method(toy: Any, monkeypatch: pytest.M
     disable("toy")
     assert vars(Transformer)["transform"] is original
     assert "transform" not in vars(toyfw.Estimator)
+
+
+# ---------------------------------------------------------------------- two integrations, one slot
+@pytest.fixture
+def toy2() -> Any:
+    import toy_integration2
+
+    from mltrail.autolog import registry
+
+    registry.register(registry.Integration("toy2", ("toyfw",), "toy_integration2"))
+    toy_integration2.SEEN.clear()
+    yield toy_integration2
+    disable("toy2")
+    registry.unregister("toy2")
+    toy_integration2.SEEN.clear()
+
+
+def _slots() -> dict[tuple[Any, str], Any]:
+    """Every slot either toy integration touches, as it is in the class or module now."""
+    slots = [*_originals(), (toyfw.Linear, "describe")]
+    return {(owner, attr): vars(owner).get(attr) for owner, attr in slots}
+
+
+@pytest.mark.parametrize("first_off", ["toy", "toy2"])
+def test_two_integrations_on_the_same_slots_revert_in_any_order(toy: Any, toy2: Any, first_off: str) -> None:
+    before = _slots()
+    assert before[(toyfw.Linear, "describe")] is None  # inherited from Estimator
+    enable("toy")
+    enable("toy2")
+    # Stacked: toy2's wrapper around toy's around the original, on the slots both patch.
+    outer = vars(toyfw.Estimator)["fit"]
+    assert outer._self_runtime.name == "toy2" and outer.__wrapped__._self_runtime.name == "toy"
+    assert outer.__wrapped__.__wrapped__ is before[(toyfw.Estimator, "fit")]
+    # A slot toy2 creates on a subclass wraps the original, not toy's wrapper on the base.
+    assert vars(toyfw.Linear)["describe"].__wrapped__ is before[(toyfw.Estimator, "describe")]
+    assert toyfw.Estimator(2.0).fit([1.0]).coef_ == 2.0
+    enable("toy")  # autolog() again: still one wrapper of each
+    assert vars(toyfw.Estimator)["fit"] is outer
+
+    second_off = "toy2" if first_off == "toy" else "toy"
+    disable(first_off)
+    left = vars(toyfw.Estimator)["fit"]
+    assert left._self_runtime.name == second_off and left.__wrapped__ is before[(toyfw.Estimator, "fit")]
+    assert toyfw.Estimator(3.0).fit([1.0]).coef_ == 3.0  # still works, one layer
+    assert toyfw.Linear.describe(1) == "Estimator(scale=1)"
+    disable(second_off)
+    assert _slots() == before
+    assert "describe" not in vars(toyfw.Linear)
+    for (owner, attr), original in before.items():
+        assert vars(owner).get(attr) is original, (owner, attr)

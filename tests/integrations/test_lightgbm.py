@@ -11,11 +11,8 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import os
 import pickle
-import subprocess
-import sys
-import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,11 @@ lgb = pytest.importorskip("lightgbm")
 np = pytest.importorskip("numpy")
 datasets = pytest.importorskip("sklearn.datasets")
 
+import boosting_checks as checks  # noqa: E402
+
 import mltrail  # noqa: E402
 from harness import check_fault_tolerance, check_user_exception, non_strict  # noqa: E402
-from mltrail.autolog import _safety, engine, runs  # noqa: E402
+from mltrail.autolog import _safety, engine, jobs, runs  # noqa: E402
 from mltrail.autolog._safety import InjectedFault, inject_fault  # noqa: E402
 from mltrail.integrations import _boosting  # noqa: E402
 from mltrail.integrations import lightgbm as mll  # noqa: E402
@@ -58,14 +57,10 @@ def diabetes() -> Any:
     return datasets.load_diabetes(return_X_y=True, as_frame=True)
 
 
-def _ranking_data(seed: int = 0) -> tuple[Any, Any, Any]:
-    """Synthetic query groups: 30 queries x 12 documents, relevance 0-3 driven by 2 features."""
-    rng = np.random.default_rng(seed)
-    n_groups, per_group = 30, 12
-    X = rng.normal(size=(n_groups * per_group, 6))
-    score = X[:, 0] * 2 + X[:, 1] + rng.normal(scale=0.3, size=len(X))
-    y = np.digitize(score, [-1.0, 0.5, 2.0])
-    return X, y, [per_group] * n_groups
+def _ranking_data(seed: int = 0) -> tuple[Any, Any, list[int]]:
+    """The shared ranking set, with LightGBM's group sizes instead of query ids."""
+    X, y, qid = checks.ranking_data(seed)
+    return X, y, np.bincount(qid).tolist()
 
 
 PARAMS = {"objective": "binary", "num_leaves": 7, "num_threads": 1, "verbose": -1, "seed": 7,
@@ -84,29 +79,11 @@ def _eval_kwargs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     return {"eval_set": pairs}
 
 
-def _run(run_id: str) -> Any:
-    mltrail.flush()
-    return mltrail.get_run(run_id)
-
-
-def _history(run_id: str, key: str) -> tuple[list[int], list[float]]:
-    hist = mltrail.Client().get_metric_history(run_id, key)
-    return hist.steps.tolist(), hist.values.tolist()
-
-
-def _artifacts(run_id: str, path: str | None = None) -> set[str]:
-    return {f.path for f in mltrail.Client().list_artifacts(run_id, path)}
-
-
-def _artifact_json(run_id: str, path: str) -> Any:
-    return json.loads(Path(mltrail.Client().download_artifacts(run_id, path)).read_text())
-
-
 def _autolog_runs() -> list[Any]:
-    return [r for r in mltrail.search_runs(output_format="list") if r.data.tags.get("mltrail.autolog") == "lightgbm"]
+    return checks.autolog_runs("lightgbm")
 
 
-IMPORTANCE_FILES = {"feature_importance.json", "feature_importance.svg"}
+IMPORTANCE_FILES = checks.IMPORTANCE_FILES
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -138,20 +115,20 @@ def test_callback_logs_into_the_active_run(sqlite_uri: str, cancer: dict[str, An
         booster = lgb.train(PARAMS, dtrain, 20, valid_sets=[dtrain, dvalid], valid_names=["train", "valid"],
                             callbacks=[callback, lgb.record_evaluation(record)])
         callback.finish(booster)
-    got = _run(run.info.run_id)
+    got = checks.run(run.info.run_id)
     assert got.info.status == "FINISHED"
     for name in ("train", "valid"):
-        steps, values = _history(run.info.run_id, f"{name}-binary_logloss")
+        steps, values = checks.history(run.info.run_id, f"{name}-binary_logloss")
         assert steps == list(range(20))
         assert values == pytest.approx(record[name]["binary_logloss"])
     params = got.data.params
     assert params["num_leaves"] == "7" and params["num_iterations"] == "20"
     assert params["min_data_in_leaf"] == "20" and params["lambda_l2"] == "0"  # defaults
-    assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    assert _artifact_json(run.info.run_id, "feature_importance.json")["split"] == {
+    assert IMPORTANCE_FILES <= checks.artifacts(run.info.run_id)
+    assert checks.artifact_json(run.info.run_id, "feature_importance.json")["split"] == {
         n: float(v) for n, v in zip(booster.feature_name(), booster.feature_importance("split"), strict=True)
     }
-    assert _artifacts(run.info.run_id, "model") == {"model/model.txt", "model/mltrail_model.json"}
+    assert checks.artifacts(run.info.run_id, "model") == {"model/model.txt", "model/mltrail_model.json"}
     loaded = mll.load_model(run.info.run_id)
     assert isinstance(loaded, lgb.Booster)
     assert np.allclose(loaded.predict(cancer["X_valid"]), booster.predict(cancer["X_valid"]))
@@ -165,11 +142,11 @@ def test_callback_starts_a_run_and_finish_ends_it(sqlite_uri: str, cancer: dict[
     assert run is not None  # started by the callback, open until finish()
     callback.finish(booster)
     assert mltrail.active_run() is None
-    got = _run(run.info.run_id)
+    got = checks.run(run.info.run_id)
     assert got.info.status == "FINISHED"
-    assert _history(run.info.run_id, "valid_0-binary_logloss")[0] == [0, 4, 8]
-    files = _artifacts(run.info.run_id)
-    assert set(_artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
+    assert checks.history(run.info.run_id, "valid_0-binary_logloss")[0] == [0, 4, 8]
+    files = checks.artifacts(run.info.run_id)
+    assert set(checks.artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
     assert "model" not in files
 
 
@@ -181,11 +158,11 @@ def test_callback_with_an_explicit_run_id_and_early_stopping(sqlite_uri: str, ca
                         callbacks=[callback, lgb.early_stopping(5, verbose=False)])
     callback.finish(booster)
     assert booster.current_iteration() < 300
-    metrics = _run(target.info.run_id).data.metrics
+    metrics = checks.run(target.info.run_id).data.metrics
     assert metrics["best_iteration"] == booster.best_iteration
     assert metrics["best_score"] == pytest.approx(booster.best_score["valid_0"]["binary_logloss"])
     assert metrics["stopped_iteration"] == booster.best_iteration - 1 + 5  # best index + patience
-    steps, _ = _history(target.info.run_id, "valid_0-binary_logloss")
+    steps, _ = checks.history(target.info.run_id, "valid_0-binary_logloss")
     assert steps == list(range(int(metrics["stopped_iteration"]) + 1))
 
 
@@ -227,7 +204,7 @@ def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, An
     )
     assert mltrail.active_run() is None
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["num_boost_round"] == "300" and params["learning_rate"] == "0.5"
@@ -237,16 +214,37 @@ def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, An
     assert metrics["best_score"] == pytest.approx(booster.best_score["valid"]["binary_logloss"])
     assert metrics["stopped_iteration"] == booster.best_iteration - 1 + 5
     for key in ("train-binary_logloss", "train-auc", "valid-binary_logloss", "valid-auc"):
-        assert _history(run.info.run_id, key)[0] == list(range(int(metrics["stopped_iteration"]) + 1))
+        assert checks.history(run.info.run_id, key)[0] == list(range(int(metrics["stopped_iteration"]) + 1))
     contexts = {(d.tags["mltrail.data.context"], d.dataset.name): json.loads(d.dataset.profile)
                 for d in run.inputs.dataset_inputs}
     assert contexts[("training", "train")]["num_rows"] == 400
     assert contexts[("evaluation", "valid")]["num_rows"] == 169
-    assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    meta = _artifact_json(run.info.run_id, "model/mltrail_model.json")
+    assert IMPORTANCE_FILES <= checks.artifacts(run.info.run_id)
+    meta = checks.artifact_json(run.info.run_id, "model/mltrail_model.json")
     assert meta["model_file"] == "model.txt" and meta["best_iteration"] == booster.best_iteration
     loaded = mll.load_model(run.info.run_id)
     assert np.allclose(loaded.predict(cancer["X_valid"]), booster.predict(cancer["X_valid"]))
+
+
+def test_the_model_file_is_the_model_train_returned(sqlite_uri: str, cancer: dict[str, Any]) -> None:
+    """The model text is made in the background, except for a booster that can still train."""
+    mll.autolog(importance_types=["split"])
+    dtrain, dvalid = _datasets(cancer)
+    gate = threading.Event()
+    jobs.submit("test", "hold", None, lambda: gate.wait(30))  # the worker is busy: nothing is written yet
+    kept = lgb.train(PARAMS, dtrain, 5, valid_sets=[dvalid], keep_training_booster=True)
+    kept_run = mltrail.last_active_run().info.run_id
+    kept.update()  # a sixth tree, before the background work has read the booster
+    returned = lgb.train(PARAMS, dtrain, 4, valid_sets=[dvalid])
+    returned_run = mltrail.last_active_run().info.run_id
+    gate.set()
+    for run_id, trees in ((kept_run, 5), (returned_run, 4)):
+        loaded = mll.load_model(run_id)
+        assert loaded.num_trees() == trees
+        assert checks.artifact_json(run_id, "model/mltrail_model.json")["num_trees"] == trees
+        assert checks.run(run_id).info.status == "FINISHED"
+    np.testing.assert_allclose(mll.load_model(returned_run).predict(cancer["X_valid"]),
+                               returned.predict(cancer["X_valid"]))
 
 
 def test_autolog_train_ranking_with_options(sqlite_uri: str) -> None:
@@ -266,14 +264,14 @@ def test_autolog_train_ranking_with_options(sqlite_uri: str) -> None:
     defaults = [signature[n].default for n in names[5 : names.index("callbacks")]]
     train(params, dtrain, 7, [dvalid], ["valid"], *defaults, [lgb.record_evaluation(record)])
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["team"] == "search"
-    steps, values = _history(run.info.run_id, "valid-ndcg_at_5")
+    steps, values = checks.history(run.info.run_id, "valid-ndcg_at_5")
     assert steps == [0, 2, 4, 6]
     assert values == pytest.approx(record["valid"]["ndcg@5"][::2])
-    files = _artifacts(run.info.run_id)
+    files = checks.artifacts(run.info.run_id)
     assert "feature_importance.json" in files and "feature_importance.svg" not in files
-    assert set(_artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
+    assert set(checks.artifact_json(run.info.run_id, "feature_importance.json")) == {"gain"}
     assert run.inputs.dataset_inputs == ()
 
 
@@ -285,11 +283,11 @@ def test_autolog_inside_the_users_run_and_a_second_training_goes_to_a_child(
     with mltrail.start_run() as parent:
         lgb.train(PARAMS, dtrain, 3, valid_sets=[dvalid])
         lgb.train({**PARAMS, "num_leaves": 15}, dtrain, 4, valid_sets=[dvalid])
-    assert _run(parent.info.run_id).data.params["num_leaves"] == "7"
-    assert "model" not in _artifacts(parent.info.run_id)
+    assert checks.run(parent.info.run_id).data.params["num_leaves"] == "7"
+    assert "model" not in checks.artifacts(parent.info.run_id)
     children = [r for r in mltrail.search_runs(output_format="list") if r.parent_run_id == parent.info.run_id]
     assert [c.data.params["num_leaves"] for c in children] == ["15"]
-    assert _history(children[0].info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2, 3]
+    assert checks.history(children[0].info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2, 3]
 
 
 def test_exclusive_leaves_the_users_run_alone(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -297,7 +295,7 @@ def test_exclusive_leaves_the_users_run_alone(sqlite_uri: str, cancer: dict[str,
     dtrain, dvalid = _datasets(cancer)
     with mltrail.start_run() as run:
         lgb.train(PARAMS, dtrain, 3, valid_sets=[dvalid])
-    got = _run(run.info.run_id)
+    got = checks.run(run.info.run_id)
     assert got.data.metrics == {} and got.data.params == {}
 
 
@@ -308,7 +306,7 @@ def test_user_callback_with_autolog_logs_once(sqlite_uri: str, cancer: dict[str,
     booster = lgb.train(PARAMS, dtrain, 5, valid_sets=[dvalid], callbacks=[callback])
     callback.finish(booster)
     (only,) = mltrail.search_runs(output_format="list")
-    assert _history(only.info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2, 3, 4]
+    assert checks.history(only.info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2, 3, 4]
     assert "mltrail.autolog" not in only.data.tags
     clf = lgb.LGBMClassifier(n_estimators=3, num_leaves=7, n_jobs=1, verbose=-1)
     fit_callback = mll.MLTrailCallback(log_models=False)
@@ -316,7 +314,7 @@ def test_user_callback_with_autolog_logs_once(sqlite_uri: str, cancer: dict[str,
             **_eval_kwargs([(cancer["X_valid"], cancer["y_valid"])]))
     fit_callback.finish(clf.booster_)
     assert len(mltrail.search_runs(output_format="list")) == 2
-    assert _history(mltrail.last_active_run().info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2]
+    assert checks.history(mltrail.last_active_run().info.run_id, "valid_0-binary_logloss")[0] == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------- autolog: scikit-learn API
@@ -326,21 +324,21 @@ def test_autolog_classifier_with_early_stopping(sqlite_uri: str, cancer: dict[st
     clf.fit(cancer["X_train"], cancer["y_train"], callbacks=[lgb.early_stopping(5, verbose=False)],
             **_eval_kwargs([(cancer["X_valid"], cancer["y_valid"])]))
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["estimator_name"] == "LGBMClassifier"
     assert run.data.tags["estimator_class"] == "lightgbm.sklearn.LGBMClassifier"
     params = run.data.params
     assert params["n_estimators"] == "300" and params["learning_rate"] == "0.5" and params["num_leaves"] == "7"
     assert params["min_data_in_leaf"] == "20" and params["objective"] == "binary"  # from the booster
-    steps, values = _history(run.info.run_id, "valid_0-binary_logloss")
+    steps, values = checks.history(run.info.run_id, "valid_0-binary_logloss")
     assert values == pytest.approx(clf.evals_result_["valid_0"]["binary_logloss"])
     assert steps == list(range(len(values)))
     assert run.data.metrics["best_iteration"] == clf.best_iteration_
     assert run.data.metrics["best_score"] == pytest.approx(clf.best_score_["valid_0"]["binary_logloss"])
     contexts = {(d.tags["mltrail.data.context"], d.dataset.name) for d in run.inputs.dataset_inputs}
     assert ("evaluation", "valid_0") in contexts and len(contexts) == 2
-    assert _artifacts(run.info.run_id, "model") == {"model/model.txt", "model/model.pkl", "model/mltrail_model.json"}
+    assert checks.artifacts(run.info.run_id, "model") == {"model/model.txt", "model/model.pkl", "model/mltrail_model.json"}
     loaded = mll.load_model(run.info.run_id)
     assert type(loaded) is lgb.LGBMClassifier
     assert np.allclose(loaded.predict_proba(cancer["X_valid"]), clf.predict_proba(cancer["X_valid"]))
@@ -354,12 +352,12 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
     reg = lgb.LGBMRegressor(n_estimators=15, num_leaves=7, n_jobs=1, verbose=-1)
     reg.fit(X.iloc[:300], y.iloc[:300], **_eval_kwargs([(X.iloc[300:], y.iloc[300:])]))
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["estimator_name"] == "LGBMRegressor"
-    assert _history(run.info.run_id, "valid_0-l2")[0] == list(range(15))
+    assert checks.history(run.info.run_id, "valid_0-l2")[0] == list(range(15))
     (train_input,) = [d for d in run.inputs.dataset_inputs if d.tags["mltrail.data.context"] == "training"]
     assert train_input.dataset.source_type == "pandas" and "bmi" in train_input.dataset.schema
-    assert set(_artifact_json(run.info.run_id, "feature_importance.json")["gain"]) == set(X.columns)
+    assert set(checks.artifact_json(run.info.run_id, "feature_importance.json")["gain"]) == set(X.columns)
     svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance.svg")).read_text()
     assert svg.startswith("<svg") and ">bmi<" in svg
     assert np.allclose(mll.load_model(run.info.run_id).predict(X.iloc[300:]), reg.predict(X.iloc[300:]))
@@ -372,9 +370,9 @@ def test_autolog_ranker_on_synthetic_groups(sqlite_uri: str) -> None:
     ranker = lgb.LGBMRanker(n_estimators=6, num_leaves=7, n_jobs=1, verbose=-1)
     ranker.fit(X, y, group=groups, eval_group=[gv], eval_at=[3], **_eval_kwargs([(Xv, yv)]))
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["estimator_name"] == "LGBMRanker"
-    steps, values = _history(run.info.run_id, "valid_0-ndcg_at_3")
+    steps, values = checks.history(run.info.run_id, "valid_0-ndcg_at_3")
     assert steps == list(range(6))
     assert values == pytest.approx(ranker.evals_result_["valid_0"]["ndcg@3"])
     assert run.data.params["objective"] == "lambdarank"
@@ -387,7 +385,7 @@ def test_every_integration_on_still_gives_one_run_per_fit(sqlite_uri: str, cance
     lgb.LGBMClassifier(n_estimators=3, n_jobs=1, verbose=-1).fit(cancer["X_train"], cancer["y_train"])
     runs_ = mltrail.search_runs(output_format="list")
     assert [r.data.tags.get("mltrail.autolog") for r in runs_] == ["lightgbm"]
-    assert "model" in _artifacts(runs_[0].info.run_id)
+    assert "model" in checks.artifacts(runs_[0].info.run_id)
 
 
 # ---------------------------------------------------------------------- the seven behaviours
@@ -418,7 +416,8 @@ def test_our_failures_never_break_train(sqlite_uri: str, cancer: dict[str, Any])
         lambda: lgb.train(PARAMS, dtrain, 4, valid_sets=[dvalid]).predict(cancer["X_valid"]).tolist(),
         integration="lightgbm",
     )
-    assert points == ["after_iteration", "post", "pre", "run_end", "run_start", "when"]
+    assert points == ["after_iteration", "dataset", "importances", "model", "post", "pre", "run_end",
+                      "run_start", "when"]  # dataset, importances, model: background steps
 
 
 def test_our_failures_never_break_fit(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -470,11 +469,7 @@ print("ok")
 
 def test_disable_restores_the_originals_and_twice_is_one_wrapper(tmp_path: Path) -> None:
     # A fresh interpreter: what other tests patched cannot leak into what this test reads.
-    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
-    proc = subprocess.run([sys.executable, "-c", DISABLE_SCRIPT], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    assert checks.run_script(DISABLE_SCRIPT, tmp_path) == "ok"
 
 
 SCRIPT = """
@@ -501,28 +496,9 @@ print(json.dumps({"runs": sorted(r.data.tags.get("estimator_name", "train") for 
 
 @pytest.mark.parametrize("order", ["autolog-first", "import-first"])
 def test_both_import_orders(tmp_path: Path, order: str) -> None:
-    if order == "autolog-first":
-        before, after = "assert 'lightgbm' not in sys.modules", "import lightgbm"
-    else:
-        before, after = "import lightgbm", ""
-    script = SCRIPT.replace("BEFORE", before).replace("AFTER", after)
-    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = checks.import_order_result(SCRIPT, "lightgbm", order, tmp_path)
     assert out == {"runs": ["LGBMClassifier", "train"], "steps": 3, "state": "active"}
 
 
-def test_importing_the_integration_imports_no_lightgbm() -> None:
-    code = (
-        "import sys, mltrail, mltrail.integrations.lightgbm as m; m.autolog(); "
-        "assert 'lightgbm' not in sys.modules, 'lightgbm was imported'; "
-        "print(mltrail.autolog_status()['lightgbm'].state)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1"))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "waiting"
+def test_importing_the_integration_imports_no_lightgbm(tmp_path: Path) -> None:
+    assert checks.state_without_import("lightgbm", "lightgbm", tmp_path) == "waiting"

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +20,8 @@ import pytest
 xgb = pytest.importorskip("xgboost")
 np = pytest.importorskip("numpy")
 datasets = pytest.importorskip("sklearn.datasets")
+
+import boosting_checks as checks  # noqa: E402
 
 import mltrail  # noqa: E402
 from harness import check_fault_tolerance, check_user_exception  # noqa: E402
@@ -52,17 +50,6 @@ def diabetes() -> Any:
     return datasets.load_diabetes(return_X_y=True, as_frame=True)
 
 
-def _ranking_data(seed: int = 0) -> tuple[Any, Any, Any]:
-    """Synthetic query groups: 30 queries x 12 documents, relevance 0-3 driven by 2 features."""
-    rng = np.random.default_rng(seed)
-    n_groups, per_group = 30, 12
-    X = rng.normal(size=(n_groups * per_group, 6))
-    score = X[:, 0] * 2 + X[:, 1] + rng.normal(scale=0.3, size=len(X))
-    y = np.digitize(score, [-1.0, 0.5, 2.0])
-    qid = np.repeat(np.arange(n_groups), per_group)
-    return X, y, qid
-
-
 def _dmatrices(data: dict[str, Any]) -> tuple[Any, Any]:
     return (xgb.DMatrix(data["X_train"], data["y_train"]), xgb.DMatrix(data["X_valid"], data["y_valid"]))
 
@@ -70,36 +57,11 @@ def _dmatrices(data: dict[str, Any]) -> tuple[Any, Any]:
 PARAMS = {"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 7}
 
 
-def _run(run_id: str) -> Any:
-    mltrail.flush()
-    return mltrail.get_run(run_id)
-
-
-def _history(run_id: str, key: str) -> tuple[list[int], list[float]]:
-    hist = mltrail.Client().get_metric_history(run_id, key)
-    return hist.steps.tolist(), hist.values.tolist()
-
-
-def _artifacts(run_id: str, path: str | None = None) -> set[str]:
-    return {f.path for f in mltrail.Client().list_artifacts(run_id, path)}
-
-
 def _autolog_runs() -> list[Any]:
-    return [r for r in mltrail.search_runs(output_format="list") if r.data.tags.get("mltrail.autolog") == "xgboost"]
+    return checks.autolog_runs("xgboost")
 
 
-def _inputs(run: Any) -> dict[str, dict[str, Any]]:
-    return {
-        d.tags.get("mltrail.data.context", "") + ":" + d.dataset.name: json.loads(d.dataset.profile or "{}")
-        for d in run.inputs.dataset_inputs
-    }
-
-
-IMPORTANCE_FILES = {"feature_importance.json", "feature_importance.svg"}
-
-
-def _importances(run_id: str) -> dict[str, Any]:
-    return json.loads(Path(mltrail.Client().download_artifacts(run_id, "feature_importance.json")).read_text())
+IMPORTANCE_FILES = checks.IMPORTANCE_FILES
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -157,19 +119,19 @@ def test_callback_logs_into_the_active_run(sqlite_uri: str, cancer: dict[str, An
             PARAMS, dtrain, 25, evals=[(dtrain, "train"), (dvalid, "valid")], evals_result=evals_result,
             verbose_eval=False, callbacks=[mlx.MLTrailCallback()],
         )
-    got = _run(run.info.run_id)
+    got = checks.run(run.info.run_id)
     assert got.info.status == "FINISHED"
     for data_name in ("train", "valid"):
-        steps, values = _history(run.info.run_id, f"{data_name}-logloss")
+        steps, values = checks.history(run.info.run_id, f"{data_name}-logloss")
         assert steps == list(range(25))
         assert values == pytest.approx(evals_result[data_name]["logloss"])
     params = got.data.params
     assert params["max_depth"] == "3" and params["objective"] == "binary:logistic"
     assert params["eta"] == "0.3" and params["tree_method"]  # defaults the user did not set
     assert "best_iteration" not in got.data.metrics  # no early stopping
-    assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    assert set(_importances(run.info.run_id)) == set(mlx.IMPORTANCE_TYPES)
-    assert _artifacts(run.info.run_id, "model") == {"model/model.ubj", "model/mltrail_model.json"}
+    assert IMPORTANCE_FILES <= checks.artifacts(run.info.run_id)
+    assert set(checks.importances(run.info.run_id)) == set(mlx.IMPORTANCE_TYPES)
+    assert checks.artifacts(run.info.run_id, "model") == {"model/model.ubj", "model/mltrail_model.json"}
     loaded = mlx.load_model(run.info.run_id)
     assert isinstance(loaded, xgb.Booster)
     assert np.array_equal(loaded.predict(dvalid), booster.predict(dvalid))
@@ -182,15 +144,15 @@ def test_callback_starts_and_ends_a_run_when_none_is_active(sqlite_uri: str, can
     assert mltrail.active_run() is None
     first = mltrail.last_active_run()
     assert first is not None and first.info.status == "FINISHED"
-    assert _history(first.info.run_id, "valid-logloss")[0] == [0, 4, 8]
-    files = _artifacts(first.info.run_id)
+    assert checks.history(first.info.run_id, "valid-logloss")[0] == [0, 4, 8]
+    files = checks.artifacts(first.info.run_id)
     assert "feature_importance.json" in files and "model" not in files
-    assert set(_importances(first.info.run_id)) == {"gain"}
+    assert set(checks.importances(first.info.run_id)) == {"gain"}
     # The same callback object serves a second training: a second run.
     xgb.train(PARAMS, dtrain, 3, evals=[(dvalid, "valid")], verbose_eval=False, callbacks=[callback])
     second = mltrail.last_active_run()
     assert second.info.run_id != first.info.run_id
-    assert _history(second.info.run_id, "valid-logloss")[0] == [0]
+    assert checks.history(second.info.run_id, "valid-logloss")[0] == [0]
 
 
 def test_callback_with_an_explicit_run_id(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -200,9 +162,9 @@ def test_callback_with_an_explicit_run_id(sqlite_uri: str, cancer: dict[str, Any
     with mltrail.start_run() as other:
         xgb.train(PARAMS, dtrain, 5, evals=[(dvalid, "valid")], verbose_eval=False,
                   callbacks=[mlx.MLTrailCallback(run_id=target.info.run_id, log_models=False)])
-    assert _history(target.info.run_id, "valid-logloss")[0] == [0, 1, 2, 3, 4]
-    assert _run(target.info.run_id).data.params["max_depth"] == "3"
-    assert _run(other.info.run_id).data.metrics == {}
+    assert checks.history(target.info.run_id, "valid-logloss")[0] == [0, 1, 2, 3, 4]
+    assert checks.run(target.info.run_id).data.params["max_depth"] == "3"
+    assert checks.run(other.info.run_id).data.metrics == {}
 
 
 def test_callback_records_early_stopping(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -212,12 +174,12 @@ def test_callback_records_early_stopping(sqlite_uri: str, cancer: dict[str, Any]
             {**PARAMS, "eta": 0.6}, dtrain, 300, evals=[(dvalid, "valid")], early_stopping_rounds=5,
             verbose_eval=False, callbacks=[mlx.MLTrailCallback(log_models=False)],
         )
-    metrics = _run(run.info.run_id).data.metrics
+    metrics = checks.run(run.info.run_id).data.metrics
     assert booster.num_boosted_rounds() < 300  # it did stop early
     assert metrics["best_iteration"] == booster.best_iteration
     assert metrics["best_score"] == pytest.approx(booster.best_score)
     assert metrics["stopped_iteration"] == booster.num_boosted_rounds() - 1
-    steps, _ = _history(run.info.run_id, "valid-logloss")
+    steps, _ = checks.history(run.info.run_id, "valid-logloss")
     assert steps[-1] == metrics["stopped_iteration"]
 
 
@@ -279,7 +241,7 @@ def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, An
     )
     assert mltrail.active_run() is None
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["num_boost_round"] == "300" and params["early_stopping_rounds"] == "5"
@@ -287,18 +249,18 @@ def test_autolog_train_with_early_stopping(sqlite_uri: str, cancer: dict[str, An
     assert params["gamma"] == "0" and params["grow_policy"] == "depthwise"  # defaults
     rounds = booster.num_boosted_rounds()
     for key in ("train-error", "train-logloss", "valid-error", "valid-logloss"):
-        assert _history(run.info.run_id, key)[0] == list(range(rounds))
+        assert checks.history(run.info.run_id, key)[0] == list(range(rounds))
     metrics = run.data.metrics
     assert metrics["best_iteration"] == booster.best_iteration
     assert metrics["best_score"] == pytest.approx(booster.best_score)
     assert metrics["stopped_iteration"] == rounds - 1
-    inputs = _inputs(run)
+    inputs = checks.inputs(run)
     assert inputs == {
         "training:train": {"num_rows": 400, "num_columns": 30},
         "evaluation:valid": {"num_rows": 169, "num_columns": 30},
     }
-    assert IMPORTANCE_FILES <= _artifacts(run.info.run_id)
-    gain = _importances(run.info.run_id)["gain"]
+    assert IMPORTANCE_FILES <= checks.artifacts(run.info.run_id)
+    gain = checks.importances(run.info.run_id)["gain"]
     assert gain == pytest.approx(booster.get_score(importance_type="gain"))
     loaded = mlx.load_model(run.info.run_id)
     assert np.array_equal(loaded.predict(dvalid), booster.predict(dvalid))
@@ -313,12 +275,12 @@ def test_autolog_train_from_the_training_module_and_options(sqlite_uri: str, can
     dtrain, dvalid = _dmatrices(cancer)
     booster = train(PARAMS, dtrain, num_boost_round=7, evals=[(dvalid, "valid")], verbose_eval=False)
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["team"] == "ranking"
-    assert _history(run.info.run_id, "valid-logloss")[0] == [0, 3, 6]
-    files = _artifacts(run.info.run_id)
+    assert checks.history(run.info.run_id, "valid-logloss")[0] == [0, 3, 6]
+    files = checks.artifacts(run.info.run_id)
     assert "feature_importance.json" in files and "feature_importance.svg" not in files
-    assert set(_importances(run.info.run_id)) == {"weight"}
+    assert set(checks.importances(run.info.run_id)) == {"weight"}
     assert run.inputs.dataset_inputs == ()
     meta = json.loads(Path(mltrail.Client().download_artifacts(run.info.run_id, "model/mltrail_model.json")).read_text())
     assert meta["model_format"] == "json" and meta["model_file"] == "model.json"
@@ -331,7 +293,7 @@ def test_autolog_without_models(sqlite_uri: str, cancer: dict[str, Any]) -> None
     dtrain, _ = _dmatrices(cancer)
     xgb.train(PARAMS, dtrain, 2)
     (run,) = _autolog_runs()
-    assert "model" not in _artifacts(run.info.run_id)
+    assert "model" not in checks.artifacts(run.info.run_id)
     with pytest.raises(mltrail.NotFoundError):
         mlx.load_model(run.info.run_id)
 
@@ -344,12 +306,12 @@ def test_autolog_inside_the_users_run_and_a_second_training_goes_to_a_child(
     with mltrail.start_run() as parent:
         xgb.train(PARAMS, dtrain, 3, evals=[(dvalid, "valid")], verbose_eval=False)
         xgb.train({**PARAMS, "max_depth": 5}, dtrain, 4, evals=[(dvalid, "valid")], verbose_eval=False)
-    assert _run(parent.info.run_id).data.params["max_depth"] == "3"
-    assert _history(parent.info.run_id, "valid-logloss")[0] == [0, 1, 2]
+    assert checks.run(parent.info.run_id).data.params["max_depth"] == "3"
+    assert checks.history(parent.info.run_id, "valid-logloss")[0] == [0, 1, 2]
     children = [r for r in mltrail.search_runs(output_format="list") if r.parent_run_id == parent.info.run_id]
     assert len(children) == 1
     assert children[0].data.params["max_depth"] == "5"
-    assert _history(children[0].info.run_id, "valid-logloss")[0] == [0, 1, 2, 3]
+    assert checks.history(children[0].info.run_id, "valid-logloss")[0] == [0, 1, 2, 3]
 
 
 def test_exclusive_leaves_the_users_run_alone(sqlite_uri: str, cancer: dict[str, Any]) -> None:
@@ -357,7 +319,7 @@ def test_exclusive_leaves_the_users_run_alone(sqlite_uri: str, cancer: dict[str,
     dtrain, dvalid = _dmatrices(cancer)
     with mltrail.start_run() as run:
         xgb.train(PARAMS, dtrain, 3, evals=[(dvalid, "valid")], verbose_eval=False)
-    got = _run(run.info.run_id)
+    got = checks.run(run.info.run_id)
     assert got.data.metrics == {} and got.data.params == {}
 
 
@@ -367,13 +329,13 @@ def test_user_callback_with_autolog_logs_once(sqlite_uri: str, cancer: dict[str,
     xgb.train(PARAMS, dtrain, 5, evals=[(dvalid, "valid")], verbose_eval=False, callbacks=[mlx.MLTrailCallback()])
     runs_ = mltrail.search_runs(output_format="list")
     assert len(runs_) == 1
-    assert _history(runs_[0].info.run_id, "valid-logloss")[0] == [0, 1, 2, 3, 4]
+    assert checks.history(runs_[0].info.run_id, "valid-logloss")[0] == [0, 1, 2, 3, 4]
     clf = xgb.XGBClassifier(n_estimators=3, n_jobs=1, callbacks=[mlx.MLTrailCallback(log_models=False)])
     clf.fit(cancer["X_train"], cancer["y_train"], eval_set=[(cancer["X_valid"], cancer["y_valid"])], verbose=False)
     runs_ = mltrail.search_runs(output_format="list")
     assert len(runs_) == 2
     latest = mltrail.last_active_run()
-    assert _history(latest.info.run_id, "validation_0-logloss")[0] == [0, 1, 2]
+    assert checks.history(latest.info.run_id, "validation_0-logloss")[0] == [0, 1, 2]
     assert "mltrail.autolog" not in latest.data.tags  # the callback's run, not autolog's
 
 
@@ -384,7 +346,7 @@ def test_autolog_classifier_with_early_stopping(sqlite_uri: str, cancer: dict[st
     clf.fit(cancer["X_train"], cancer["y_train"], eval_set=[(cancer["X_train"], cancer["y_train"]),
                                                               (cancer["X_valid"], cancer["y_valid"])], verbose=False)
     (run,) = _autolog_runs()  # one fit, one run: the train() inside is part of it
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["estimator_name"] == "XGBClassifier"
     assert run.data.tags["estimator_class"] == "xgboost.sklearn.XGBClassifier"
@@ -394,7 +356,7 @@ def test_autolog_classifier_with_early_stopping(sqlite_uri: str, cancer: dict[st
     assert params["objective"] == "binary:logistic" and params["subsample"] == "1"  # from the booster
     evals = clf.evals_result()
     for name in ("validation_0", "validation_1"):
-        steps, values = _history(run.info.run_id, f"{name}-logloss")
+        steps, values = checks.history(run.info.run_id, f"{name}-logloss")
         assert steps == list(range(len(evals[name]["logloss"])))
         assert values == pytest.approx(evals[name]["logloss"])
     assert run.data.metrics["best_iteration"] == clf.best_iteration
@@ -413,13 +375,13 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
     reg = xgb.XGBRegressor(n_estimators=20, max_depth=3, n_jobs=1)
     reg.fit(X.iloc[:300], y.iloc[:300], eval_set=[(X.iloc[300:], y.iloc[300:])], verbose=False)
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["estimator_name"] == "XGBRegressor"
-    assert _history(run.info.run_id, "validation_0-rmse")[0] == list(range(20))
+    assert checks.history(run.info.run_id, "validation_0-rmse")[0] == list(range(20))
     (train_input,) = [d for d in run.inputs.dataset_inputs if d.tags["mltrail.data.context"] == "training"]
     assert train_input.dataset.source_type == "pandas"
     assert "bmi" in train_input.dataset.schema
-    gain = _importances(run.info.run_id)["gain"]
+    gain = checks.importances(run.info.run_id)["gain"]
     assert set(gain) <= set(X.columns) and "bmi" in gain  # feature names from the frame
     svg = Path(mltrail.Client().download_artifacts(run.info.run_id, "feature_importance.svg")).read_text()
     assert "<svg" in svg and ">bmi<" in svg
@@ -429,15 +391,15 @@ def test_autolog_regressor_on_a_pandas_frame(sqlite_uri: str, diabetes: Any) -> 
 
 
 def test_autolog_ranker_on_synthetic_groups(sqlite_uri: str) -> None:
-    X, y, qid = _ranking_data()
-    Xv, yv, qv = _ranking_data(seed=1)
+    X, y, qid = checks.ranking_data()
+    Xv, yv, qv = checks.ranking_data(seed=1)
     mlx.autolog()
     ranker = xgb.XGBRanker(n_estimators=8, max_depth=3, n_jobs=1, eval_metric="ndcg@5")
     ranker.fit(X, y, qid=qid, eval_set=[(Xv, yv)], eval_qid=[qv], verbose=False)
     (run,) = _autolog_runs()
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["estimator_name"] == "XGBRanker"
-    steps, values = _history(run.info.run_id, "validation_0-ndcg_at_5")
+    steps, values = checks.history(run.info.run_id, "validation_0-ndcg_at_5")
     assert steps == list(range(8))
     assert values == pytest.approx(ranker.evals_result()["validation_0"]["ndcg@5"])
     assert run.data.params["objective"].startswith("rank:")
@@ -450,7 +412,7 @@ def test_random_forest_subclass_is_one_run(sqlite_uri: str, cancer: dict[str, An
     mlx.autolog()
     xgb.XGBRFClassifier(n_estimators=5, max_depth=3, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
     (run,) = _autolog_runs()  # XGBRFClassifier.fit -> XGBClassifier.fit -> train: one record
-    run = _run(run.info.run_id)
+    run = checks.run(run.info.run_id)
     assert run.data.tags["estimator_name"] == "XGBRFClassifier"
     assert run.data.params["num_parallel_tree"] == "5"
 
@@ -460,7 +422,7 @@ def test_second_fit_in_a_users_run_goes_to_a_child_run(sqlite_uri: str, cancer: 
     with mltrail.start_run() as parent:
         xgb.XGBClassifier(n_estimators=2, max_depth=2, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
         xgb.XGBClassifier(n_estimators=3, max_depth=4, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
-    assert _run(parent.info.run_id).data.params["max_depth"] == "2"
+    assert checks.run(parent.info.run_id).data.params["max_depth"] == "2"
     children = [r for r in mltrail.search_runs(output_format="list") if r.parent_run_id == parent.info.run_id]
     assert [c.data.params["max_depth"] for c in children] == ["4"]
 
@@ -474,7 +436,7 @@ def test_every_integration_on_still_gives_one_run_per_fit(sqlite_uri: str, cance
     xgb.XGBClassifier(n_estimators=3, n_jobs=1).fit(cancer["X_train"], cancer["y_train"])
     runs_ = mltrail.search_runs(output_format="list")
     assert [r.data.tags.get("mltrail.autolog") for r in runs_] == ["xgboost"]
-    assert "model" in _artifacts(runs_[0].info.run_id)
+    assert "model" in checks.artifacts(runs_[0].info.run_id)
     # Inside a scikit-learn meta-estimator the outer fit owns the run: one record.
     make_pipeline(StandardScaler(), xgb.XGBClassifier(n_estimators=3, n_jobs=1)).fit(
         cancer["X_train"], cancer["y_train"]
@@ -520,12 +482,13 @@ def test_our_failures_never_break_train(sqlite_uri: str, cancer: dict[str, Any])
         integration="xgboost",
         expect_points={"when", "run_start", "pre", "after_iteration", "post", "run_end"},
     )
-    assert points == ["after_iteration", "after_training", "post", "pre", "run_end", "run_start", "when"]
+    assert points == ["after_iteration", "after_training", "dataset", "importances", "model", "post", "pre",
+                      "run_end", "run_start", "when"]  # dataset, importances, model: background steps
 
 
 def test_our_failures_never_break_fit(sqlite_uri: str, cancer: dict[str, Any]) -> None:
     mlx.autolog()
-    X, y, qid = _ranking_data()
+    X, y, qid = checks.ranking_data()
     check_fault_tolerance(
         lambda: xgb.XGBClassifier(n_estimators=3, n_jobs=1).fit(
             cancer["X_train"], cancer["y_train"], eval_set=[(cancer["X_valid"], cancer["y_valid"])], verbose=False
@@ -573,11 +536,7 @@ print("ok")
 def test_disable_restores_the_originals_and_twice_is_one_wrapper(tmp_path: Path) -> None:
     # A fresh interpreter: what other tests patched (and other integrations stacked on the same
     # slots) cannot leak into what this test reads.
-    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
-    proc = subprocess.run([sys.executable, "-c", DISABLE_SCRIPT], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    assert checks.run_script(DISABLE_SCRIPT, tmp_path) == "ok"
 
 
 SCRIPT = """
@@ -603,28 +562,9 @@ print(json.dumps({"runs": sorted(r.data.tags.get("estimator_name", "train") for 
 
 @pytest.mark.parametrize("order", ["autolog-first", "import-first"])
 def test_both_import_orders(tmp_path: Path, order: str) -> None:
-    if order == "autolog-first":
-        before, after = "assert 'xgboost' not in sys.modules", "import xgboost"
-    else:
-        before, after = "import xgboost", ""
-    script = SCRIPT.replace("BEFORE", before).replace("AFTER", after)
-    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = checks.import_order_result(SCRIPT, "xgboost", order, tmp_path)
     assert out == {"runs": ["XGBClassifier", "train"], "steps": 3, "state": "active"}
 
 
-def test_importing_the_integration_imports_no_xgboost() -> None:
-    code = (
-        "import sys, mltrail, mltrail.integrations.xgboost as m; m.autolog(); "
-        "assert 'xgboost' not in sys.modules, 'xgboost was imported'; "
-        "print(mltrail.autolog_status()['xgboost'].state)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1"))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "waiting"
+def test_importing_the_integration_imports_no_xgboost(tmp_path: Path) -> None:
+    assert checks.state_without_import("xgboost", "xgboost", tmp_path) == "waiting"

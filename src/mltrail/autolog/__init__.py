@@ -21,6 +21,9 @@ For integration modules (``mltrail/integrations/<framework>.py``), the contract:
 * optionally ``Config``, a subclass of :class:`AutologConfig` with the integration's options;
 * a registry entry in :mod:`mltrail.autolog.registry` (import names, module, tested versions);
 * framework callbacks of ours decorated with :func:`safe_hook`, holding a :class:`RunHandle`.
+* work the user's call need not wait for (files, plots, metrics from a snapshot) queued with
+  :func:`mltrail.autolog.jobs.submit` / ``submit_steps``: one background worker per process,
+  waited for by ``mltrail.flush()``; a run autolog owns ends after its jobs.
 
 Invariants the engine keeps: an error of ours inside a patch is warned once
 (:class:`AutologWarning`) and the user's result returned unchanged (raised instead with

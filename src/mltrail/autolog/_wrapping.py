@@ -94,6 +94,7 @@ class PatchWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
         self._self_runtime = runtime
         self._self_patch = patch
         self._self_attribute = attribute
+        self._self_applied: Applied | None = None  # set by _wrap_slot; revert() rebuilds stacks with it
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         original = self.__wrapped__
@@ -222,23 +223,60 @@ class Applied:
         return f"{getattr(parent, '__name__', owner)}:{self.attribute}"
 
     def revert(self) -> bool:
-        """Put the original back; False if someone else has replaced our wrapper since."""
+        """Take our wrapper out of the slot; False if someone else has replaced the slot since.
+
+        Another integration may have wrapped the same slot after us (scikit-learn's and
+        XGBoost's ``fit`` of ``XGBClassifier``): our wrapper is then inside theirs. The wrappers
+        above ours are rebuilt around our original, outermost last, so the slot keeps theirs
+        and loses only ours, whatever order the integrations are turned off in.
+        """
         parent = self.parent
         if parent is None:
             return True
         current = vars(parent).get(self.attribute, _MISSING)
-        if current is not self.replacement:
+        if current is self.replacement:
+            if self.created:
+                delattr(parent, self.attribute)
+            else:
+                wrapt.apply_patch(parent, self.attribute, self.original)
+            return True
+        above = _wrappers_above(current, self.replacement)
+        if above is None:
             _log.debug("not reverting %r.%s: it was replaced after we patched it", parent, self.attribute)
             return False
-        if self.created:
-            delattr(parent, self.attribute)
-        else:
-            wrapt.apply_patch(parent, self.attribute, self.original)
+        inner = self.original
+        for i, wrapper in enumerate(reversed(above)):  # the one right above ours first
+            applied: Applied = wrapper._self_applied
+            rebuilt = PatchWrapper(inner, wrapper._self_wrapper, wrapper._self_runtime, wrapper._self_patch,
+                                   wrapper._self_attribute)
+            rebuilt._self_applied = applied
+            applied.original, applied.replacement = inner, rebuilt
+            if i == 0:
+                applied.created = self.created  # it now holds the slot as we held it
+            inner = rebuilt
+        wrapt.apply_patch(parent, self.attribute, inner)
         return True
 
 
+def _wrappers_above(top: Any, target: Any) -> list[PatchWrapper] | None:
+    """The engine's wrappers from ``top`` down to the one wrapping ``target``; None if not there."""
+    chain: list[PatchWrapper] = []
+    node = top
+    while isinstance(node, PatchWrapper) and getattr(node, "_self_applied", None) is not None:
+        chain.append(node)
+        if node.__wrapped__ is target:
+            return chain
+        node = node.__wrapped__
+    return None
+
+
 def _ours(obj: Any, rt: _Runtime) -> bool:
-    return isinstance(obj, PatchWrapper) and obj._self_runtime is rt
+    """Whether ``obj`` is, or wraps, a wrapper of ``rt``'s (integrations can stack on one slot)."""
+    while isinstance(obj, PatchWrapper):
+        if obj._self_runtime is rt:
+            return True
+        obj = obj.__wrapped__
+    return False
 
 
 def apply_patch(rt: _Runtime, patch: Patch, module: Any) -> None:
@@ -267,10 +305,17 @@ def _wrap_slot(rt: _Runtime, patch: Patch, parent: Any, attribute: str, original
         current = _MISSING
     if _ours(current, rt) or (current is _MISSING and _ours(original, rt)):
         return  # patched already (autolog() twice), or inherited from a base we patched
+    if current is _MISSING:
+        # Inherited from a base where another integration's wrapper sits: wrap what that wraps,
+        # so that no slot ever holds another slot's wrapper (reverting either leaves none behind).
+        while isinstance(original, PatchWrapper):
+            original = original.__wrapped__
     wrapper = PatchWrapper(original, make_wrapper(rt, patch), rt, patch, attribute)
     created = current is _MISSING
     wrapt.apply_patch(parent, attribute, wrapper)
-    rt.applied.append(Applied(parent, attribute, original, wrapper, created))
+    applied = Applied(parent, attribute, original, wrapper, created)
+    wrapper._self_applied = applied
+    rt.applied.append(applied)
 
 
 def _subclasses(base: type) -> Iterator[type]:

@@ -14,7 +14,12 @@ so the two integrations turn them into records the same way:
   millisecond, where a matplotlib figure would cost a second's import and tens of milliseconds
   per chart inside the user's ``train`` call;
 * a model as ``<artifact_path>/<file>`` plus ``<artifact_path>/mltrail_model.json`` describing
-  how to load it back.
+  how to load it back;
+* the same options (:class:`Options`), the same three patches (:func:`patches`: the module's
+  ``train`` under both names, the estimators' ``fit``) and the same split of the work after
+  training: what must see the booster as it is when training returns stays on the caller's
+  thread, the rest (importance files, the model's files) goes to the autolog engine's
+  background jobs through :func:`later`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from mltrail.autolog import Call, Patch, jobs
 from mltrail.core.entities import Dataset
+from mltrail.core.errors import InvalidValueError
 
 _log = logging.getLogger("mltrail.integrations")
 
@@ -41,6 +49,130 @@ CHART_MAX_FEATURES = 40  # bars drawn in an importance chart; the JSON keeps eve
 _MAX_PARAM_CHARS = 6000  # the store's limit on a param value (core.validation)
 _SAMPLE_ROWS = 10_000  # as core.datasets: rows hashed from each end of a large array
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. /:]")
+
+
+# ---------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Options:
+    """What a training logs, from the autolog config or a callback's arguments."""
+
+    log_models: bool = True
+    importance_types: tuple[str, ...] = ()
+    log_importance_plots: bool = True
+    log_every_n_steps: int = 1
+    model_format: str = "ubj"  # XGBoost's; LightGBM has one format
+
+
+def options(config: Any, importance_types: tuple[str, ...]) -> Options:
+    """:class:`Options` from an integration's config (its own options where it has them)."""
+    return Options(
+        log_models=config.log_models,
+        importance_types=getattr(config, "importance_types", importance_types),
+        log_importance_plots=getattr(config, "log_importance_plots", True),
+        log_every_n_steps=config.log_every_n_steps or 1,
+        model_format=getattr(config, "model_format", "ubj"),
+    )
+
+
+def check_importance_types(types: Iterable[str], known: tuple[str, ...], library: str) -> tuple[str, ...]:
+    """``types`` as a tuple, each one of ``known`` (a lone string counts as one type)."""
+    found = (types,) if isinstance(types, str) else tuple(types)
+    unknown = [t for t in found if t not in known]
+    if unknown:
+        msg = f"importance_types {unknown} are not {library} importance types; choose from {list(known)}"
+        raise InvalidValueError(msg)
+    return found
+
+
+def check_every_n(n: Any) -> int:
+    """A callback's ``log_every_n_steps``: a positive int."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        msg = f"log_every_n_steps must be a positive int, got {n!r}"
+        raise InvalidValueError(msg)
+    return n
+
+
+# ---------------------------------------------------------------------- the patches
+def patches(
+    package: str,
+    training_module: str,
+    estimator: str,
+    *,
+    train: tuple[Callable[[Call], Any], Callable[[Call, Any], Any], Callable[[Call], bool]],
+    fit: tuple[Callable[[Call], Any], Callable[[Call, Any], Any], Callable[[Call], bool]],
+    include: Callable[[type], bool],
+) -> tuple[Patch, ...]:
+    """``train`` as ``<package>.train`` and ``<training_module>.train``, and ``<estimator>.fit``.
+
+    ``train`` and ``fit`` are ``(pre, post, when)``; ``estimator`` is ``"module:Class"`` and
+    every subclass defining its own ``fit`` is patched (``include`` picks them). A training
+    that is not the first in a user's run goes to a child run.
+    """
+    owner, cls = estimator.split(":")
+    pre, post, when = train
+    pre_fit, post_fit, when_fit = fit
+    return (
+        Patch(owner=package, path="train", pre=pre, post=post, when=when, child="if_used"),
+        Patch(owner=training_module, path="train", pre=pre, post=post, when=when, child="if_used"),
+        Patch(owner=owner, path=f"{cls}.fit", pre=pre_fit, post=post_fit, when=when_fit, child="if_used",
+              subclasses=True, include=include),
+    )
+
+
+def has_callback(callbacks: Any, classes: tuple[type, ...]) -> bool:
+    """Whether the user passed one of our callbacks (then autolog stays out of the call)."""
+    return bool(classes) and any(isinstance(cb, classes) for cb in (callbacks or ()))
+
+
+def log_estimator(run: Any, estimator: Any, params: Mapping[str, str]) -> set[str]:
+    """Tag the run with the estimator's class and log its params; the keys logged."""
+    cls = type(estimator)
+    run.set_tags({"estimator_name": cls.__name__, "estimator_class": f"{cls.__module__}.{cls.__qualname__}"})
+    log_params_tolerant(run, params)
+    return set(params)
+
+
+# ---------------------------------------------------------------------- after training
+def later(integration: str, run: Any, steps: list[tuple[str, Callable[[Any], None]]]) -> None:
+    """Queue ``step(sink)`` for the autolog engine's background worker, one job for all of them.
+
+    ``sink`` logs by run id (:class:`ClientRun`) into ``run``'s run: by the time the worker runs,
+    the call's own handle is closed. Each step must read only what cannot change once training
+    has returned (or a snapshot taken before calling this).
+    """
+    run_id = getattr(run, "run_id", None)
+    if run_id is None or not steps:
+        return
+    from mltrail.core import fluent
+
+    uri = fluent.get_tracking_uri()
+    sinks: list[ClientRun] = []
+
+    def sink() -> ClientRun:
+        if not sinks:
+            sinks.append(ClientRun(run_id, uri))
+        return sinks[0]
+
+    jobs.submit_steps(integration, run_id, [(point, lambda fn=fn: fn(sink())) for point, fn in steps])
+
+
+class Inputs:
+    """Dataset fingerprints taken now, written by a background job (a store write each).
+
+    Stands in for the run in the helpers that log inputs: the fingerprint is computed on the
+    caller's thread (the library may free the raw data once training starts), the write waits.
+    """
+
+    def __init__(self) -> None:
+        self.found: list[tuple[Dataset, str | None]] = []
+
+    def log_input(self, dataset: Dataset, context: str | None = None) -> None:
+        self.found.append((dataset, context))
+
+    def write_later(self, integration: str, run: Any) -> None:
+        found = self.found
+        if found:
+            later(integration, run, [("dataset", lambda sink: [sink.log_input(d, c) for d, c in found])])
 
 
 # ---------------------------------------------------------------------- metric keys
@@ -447,6 +579,7 @@ def fetch_model(run_id: str, artifact_path: str, flavor: str) -> tuple[str, dict
     from mltrail.core.client import Client
     from mltrail.core.errors import InvalidValueError, NotFoundError
 
+    jobs.flush(run_id=run_id)  # a model trained a moment ago may still be being written
     local = Client().download_artifacts(run_id, artifact_path)
     meta_path = os.path.join(local, MODEL_META_FILE)
     if not os.path.isfile(meta_path):
@@ -471,11 +604,11 @@ class ClientRun:
     Offers the methods of :class:`mltrail.autolog.RunHandle` that the boosting callbacks use.
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, tracking_uri: str | None = None) -> None:
         from mltrail.core.client import Client
 
         self.run_id = run_id
-        self._client = Client()
+        self._client = Client(tracking_uri)
 
     def __bool__(self) -> bool:
         return True

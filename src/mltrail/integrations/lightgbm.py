@@ -42,8 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mltrail.autolog import NO_RUN, AutologConfig, Call, Patch, enable, safely
-from mltrail.core.errors import InvalidValueError
+from mltrail.autolog import NO_RUN, AutologConfig, Call, _safety, enable, jobs, safely
 from mltrail.integrations import _boosting as b
 
 if TYPE_CHECKING:
@@ -74,29 +73,11 @@ class Config(AutologConfig):
 
 
 def _check_importance_types(types: Iterable[str]) -> tuple[str, ...]:
-    found = (types,) if isinstance(types, str) else tuple(types)
-    unknown = [t for t in found if t not in IMPORTANCE_TYPES]
-    if unknown:
-        msg = f"importance_types {unknown} are not LightGBM importance types; choose from {list(IMPORTANCE_TYPES)}"
-        raise InvalidValueError(msg)
-    return found
+    return b.check_importance_types(types, IMPORTANCE_TYPES, "LightGBM")
 
 
-@dataclass(frozen=True)
-class _Options:
-    log_models: bool = True
-    importance_types: tuple[str, ...] = IMPORTANCE_TYPES
-    log_importance_plots: bool = True
-    log_every_n_steps: int = 1
-
-
-def _options(config: AutologConfig) -> _Options:
-    return _Options(
-        log_models=config.log_models,
-        importance_types=getattr(config, "importance_types", IMPORTANCE_TYPES),
-        log_importance_plots=getattr(config, "log_importance_plots", True),
-        log_every_n_steps=config.log_every_n_steps or 1,
-    )
+def _options(config: AutologConfig) -> b.Options:
+    return b.options(config, IMPORTANCE_TYPES)
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -187,39 +168,57 @@ def dataset_fingerprint(dataset: Any, name: str | None = None) -> Dataset | None
 def _finish(
     run: Any,
     booster: Any,
-    opts: _Options,
+    opts: b.Options,
     *,
     skip_params: Iterable[str] = (),
     estimator: Any = None,
     last_iteration: int | None = None,
+    snapshot: bool = True,
 ) -> None:
-    """Log what a finished training left: default params, summary, importances, the model."""
-    # The full text when the model is saved anyway; else one iteration's, for its params block.
-    text = booster.model_to_string() if opts.log_models else booster.model_to_string(num_iteration=1)
-    b.log_params_tolerant(run, b.loggable_params(model_params(text), skip=skip_params))
+    """Log what a finished training left: default params, summary, importances, the model.
+
+    On the caller's thread: the params (from one iteration's model text: its parameters block
+    is the whole model's) and the summary. The model text (tens of milliseconds for a few
+    hundred trees), the importances and the files go to the background, reading ``booster``
+    there — unless ``snapshot``: then the text and importances are taken now, because the
+    booster may still change (``keep_training_booster=True``, or a callback's ``finish``
+    called on a booster we know nothing of). A booster that ``lightgbm.train`` built and
+    returned, or that an estimator's ``fit`` replaced its own with, is not changed by
+    LightGBM afterwards (further training builds a new booster), and its C calls are
+    thread-safe.
+    """
+    head = booster.model_to_string(num_iteration=1)
+    b.log_params_tolerant(run, b.loggable_params(model_params(head), skip=skip_params))
     summary = training_summary(booster, last_iteration)
     if summary:
         run.log_metrics(summary)
-    if opts.importance_types:
-        b.log_importances(run, importances(booster, opts.importance_types), plots=opts.log_importance_plots)
+    types, plots = opts.importance_types, opts.log_importance_plots
+    found = importances(booster, types) if snapshot and types else None
+    text = booster.model_to_string() if snapshot and opts.log_models else None
+    steps: list[tuple[str, Any]] = []
+    if types:
+        steps.append(("importances", lambda sink: b.log_importances(
+            sink, found if found is not None else importances(booster, types), plots=plots)))
     if opts.log_models:
-        _log_model(run, booster, text, estimator)
+        meta = _model_meta(booster, estimator)
+        # The estimator's own state, pickled now with the booster left as a reference: a
+        # refit replaces what it holds; the booster is filled in from its text later.
+        skeleton = _pickle_skeleton(estimator, booster) if estimator is not None else None
+        steps.append(("model", lambda sink: _log_model(
+            sink, booster, text if text is not None else booster.model_to_string(), skeleton, meta)))
+    b.later(NAME, run, steps)
 
 
-def _log_model(run: Any, booster: Any, text: str, estimator: Any) -> None:
+def _model_meta(booster: Any, estimator: Any) -> dict[str, Any]:
     import lightgbm
 
-    files = {"model.txt": text.encode("utf-8")}
-    model_class = "lightgbm.basic.Booster"
-    model_file = "model.txt"
+    model_class, model_file = "lightgbm.basic.Booster", "model.txt"
     if estimator is not None:
         # An estimator comes back through pickle (its classes, params and the booster);
         # model.txt stays as the portable copy any LightGBM can read.
-        files["model.pkl"] = pickle_estimator(estimator, booster, text)
         cls = type(estimator)
-        model_class = f"{cls.__module__}.{cls.__qualname__}"
-        model_file = "model.pkl"
-    meta = {
+        model_class, model_file = f"{cls.__module__}.{cls.__qualname__}", "model.pkl"
+    return {
         "flavor": NAME,
         "model_class": model_class,
         "model_file": model_file,
@@ -228,7 +227,32 @@ def _log_model(run: Any, booster: Any, text: str, estimator: Any) -> None:
         "num_trees": int(booster.num_trees()),
         "best_iteration": int(getattr(booster, "best_iteration", 0) or 0),
     }
+
+
+def _log_model(run: Any, booster: Any, text: str, skeleton: bytes | None, meta: Mapping[str, Any]) -> None:
+    files = {"model.txt": text.encode("utf-8")}
+    if skeleton is not None:
+        files["model.pkl"] = pickle_estimator(_unpickle_skeleton(skeleton, booster), booster, text)
     b.log_model_files(run, MODEL_ARTIFACT_PATH, files, meta)
+
+
+def _pickle_skeleton(estimator: Any, booster: Any) -> bytes:
+    """``estimator`` pickled with ``booster`` left as a reference (cheap: no trees)."""
+    import io
+
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.persistent_id = lambda obj: "booster" if obj is booster else None  # type: ignore[method-assign]
+    pickler.dump(estimator)
+    return buf.getvalue()
+
+
+def _unpickle_skeleton(data: bytes, booster: Any) -> Any:
+    import io
+
+    unpickler = pickle.Unpickler(io.BytesIO(data))
+    unpickler.persistent_load = lambda pid: booster  # type: ignore[method-assign]
+    return unpickler.load()
 
 
 def pickle_estimator(estimator: Any, booster: Any, text: str) -> bytes:
@@ -319,15 +343,12 @@ class MLTrailCallback:
         log_importance_plots: bool = True,
         log_every_n_steps: int = 1,
     ) -> None:
-        if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
-            msg = f"log_every_n_steps must be a positive int, got {log_every_n_steps!r}"
-            raise InvalidValueError(msg)
         self.run_id = run_id
-        self.options = _Options(
+        self.options = b.Options(
             log_models=bool(log_models),
             importance_types=_check_importance_types(importance_types),
             log_importance_plots=bool(log_importance_plots),
-            log_every_n_steps=log_every_n_steps,
+            log_every_n_steps=b.check_every_n(log_every_n_steps),
         )
         self._reset()
 
@@ -349,10 +370,21 @@ class MLTrailCallback:
     def __call__(self, env: Any) -> None:
         if env.iteration == env.begin_iteration:
             safely(NAME, "before_training", self._open, env)
-        self.last_iteration = env.iteration
+        self._after_iteration(env)
+
+    def _after_iteration(self, env: Any) -> None:
+        # Once per boosting round: one dict, one log_metrics, no other call when all goes well.
+        iteration = self.last_iteration = env.iteration
         results = env.evaluation_result_list
-        if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
-            safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
+        if results and iteration % self.options.log_every_n_steps == 0 and self._run:
+            try:
+                if _safety._faults_on:
+                    _safety._fault_check(NAME, "after_iteration")
+                self._run.log_metrics(iteration_metrics(results, self._keys), step=iteration)
+            except Exception as exc:
+                if _safety.strict():
+                    raise
+                _safety.report(NAME, "after_iteration", exc)
 
     def _open(self, env: Any) -> None:
         b.end_started(self._started)  # a run left open by an earlier training without finish()
@@ -361,9 +393,6 @@ class MLTrailCallback:
         params = b.loggable_params(env.params)
         b.log_params_tolerant(self._run, params)
         self._logged = set(params)
-
-    def _log_iteration(self, iteration: int, results: Any) -> None:
-        self._run.log_metrics(iteration_metrics(results, self._keys), step=iteration)
 
     def finish(self, booster: Any) -> None:
         """Log the trained ``booster`` (defaults, summary, importances, model); end our run."""
@@ -375,6 +404,8 @@ class MLTrailCallback:
                 _finish(self._run, booster, self.options, skip_params=self._logged,
                         last_iteration=self.last_iteration)
         finally:
+            if self._started is not None:
+                jobs.flush(run_id=self._started.info.run_id)  # its files, before its end
             b.end_started(self._started)
             self._started = None
             self._run = NO_RUN
@@ -383,7 +414,7 @@ class MLTrailCallback:
 class _AutologCallback(MLTrailCallback):
     """The callback autolog adds: iterations into the call's run; the post step does the rest."""
 
-    def __init__(self, run: Any, opts: _Options) -> None:
+    def __init__(self, run: Any, opts: b.Options) -> None:
         self.run_id = None
         self.options = opts
         self._reset()
@@ -392,15 +423,11 @@ class _AutologCallback(MLTrailCallback):
     def __getstate__(self) -> dict[str, Any]:
         return {"run_id": None, "options": self.options}
 
-    def __call__(self, env: Any) -> None:
-        self.last_iteration = env.iteration
-        results = env.evaluation_result_list
-        if self._run and results and env.iteration % self.options.log_every_n_steps == 0:
-            safely(NAME, "after_iteration", self._log_iteration, env.iteration, results)
+    __call__ = MLTrailCallback._after_iteration
 
 
 def _has_our_callback(callbacks: Any) -> bool:
-    return any(isinstance(cb, MLTrailCallback) for cb in (callbacks or ()))
+    return b.has_callback(callbacks, (MLTrailCallback,))
 
 
 # ---------------------------------------------------------------------- lightgbm.train
@@ -433,12 +460,14 @@ def _pre_train(call: Call) -> None:
     b.log_params_tolerant(run, params)
     call.state["logged"] = set(params)
     if call.config.log_datasets:
+        inputs = b.Inputs()
         _log_datasets(
-            run,
+            inputs,
             b.argument(train, call.args, call.kwargs, "train_set"),
             b.argument(train, call.args, call.kwargs, "valid_sets"),
             b.argument(train, call.args, call.kwargs, "valid_names"),
         )
+        inputs.write_later(NAME, run)
     callbacks = b.argument(train, call.args, call.kwargs, "callbacks")
     callback = call.state["callback"] = _AutologCallback(run, _options(call.config))
     call.args, call.kwargs = b.set_argument(
@@ -476,8 +505,9 @@ def _last_iteration(call: Call) -> int | None:
 
 def _post_train(call: Call, booster: Any) -> None:
     if call.run:
+        keep = b.argument(_train_function(), call.args, call.kwargs, "keep_training_booster", False)
         _finish(call.run, booster, _options(call.config), skip_params=call.state.get("logged", ()),
-                last_iteration=_last_iteration(call))
+                last_iteration=_last_iteration(call), snapshot=bool(keep))
 
 
 # ---------------------------------------------------------------------- the scikit-learn API
@@ -504,25 +534,23 @@ def _pre_fit(call: Call) -> None:
     if not run:
         return
     est = call.instance
-    cls = type(est)
-    run.set_tags({"estimator_name": cls.__name__, "estimator_class": f"{cls.__module__}.{cls.__qualname__}"})
-    params = estimator_params(est)
-    b.log_params_tolerant(run, params)
-    call.state["logged"] = set(params)
+    call.state["logged"] = b.log_estimator(run, est, estimator_params(est))
     fit = _fit_function(call)
     full_args = (est, *call.args)
     if call.config.log_datasets:
+        inputs = b.Inputs()
         X = b.argument(fit, full_args, call.kwargs, "X")
         train = b.fingerprint(X, b.argument(fit, full_args, call.kwargs, "y"))
         if train is not None:
-            run.log_input(train, context="training")
+            inputs.log_input(train, context="training")
         names = b.argument(fit, full_args, call.kwargs, "eval_names") or []
         for i, (eval_X, eval_y) in enumerate(eval_pairs(fit, full_args, call.kwargs)):
             if eval_X is X:
                 continue
             found = b.fingerprint(eval_X, eval_y, name=names[i] if i < len(names) else f"valid_{i}")
             if found is not None:
-                run.log_input(found, context="evaluation")
+                inputs.log_input(found, context="evaluation")
+        inputs.write_later(NAME, run)
     callbacks = b.argument(fit, full_args, call.kwargs, "callbacks")
     callback = call.state["callback"] = _AutologCallback(run, _options(call.config))
     new_args, call.kwargs = b.set_argument(fit, full_args, call.kwargs, "callbacks", [*(callbacks or ()), callback])
@@ -548,20 +576,15 @@ def _post_fit(call: Call, result: Any) -> None:
     if run:
         est = call.instance
         _finish(run, est.booster_, _options(call.config), skip_params=call.state.get("logged", ()),
-                estimator=est, last_iteration=_last_iteration(call))
+                estimator=est, last_iteration=_last_iteration(call), snapshot=False)
 
 
 # ---------------------------------------------------------------------- the patches
-PATCHES = (
-    Patch(owner="lightgbm", path="train", pre=_pre_train, post=_post_train, when=_when_train, child="if_used"),
-    Patch(
-        owner="lightgbm.engine", path="train", pre=_pre_train, post=_post_train, when=_when_train,
-        child="if_used",
-    ),
-    Patch(
-        owner="lightgbm.sklearn", path="LGBMModel.fit", pre=_pre_fit, post=_post_fit, when=_when_fit,
-        child="if_used", subclasses=True, include=_include_estimator,
-    ),
+PATCHES = b.patches(
+    "lightgbm", "lightgbm.engine", "lightgbm.sklearn:LGBMModel",
+    train=(_pre_train, _post_train, _when_train),
+    fit=(_pre_fit, _post_fit, _when_fit),
+    include=_include_estimator,
 )
 
 

@@ -56,7 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mltrail.autolog import NO_RUN, AutologConfig, Call, Patch, enable, safely
+from mltrail.autolog import NO_RUN, AutologConfig, Call, enable, jobs, safely
 from mltrail.core.errors import InvalidValueError
 from mltrail.integrations import _boosting as b
 
@@ -92,12 +92,7 @@ class Config(AutologConfig):
 
 
 def _check_importance_types(types: Iterable[str]) -> tuple[str, ...]:
-    found = (types,) if isinstance(types, str) else tuple(types)
-    unknown = [t for t in found if t not in IMPORTANCE_TYPES]
-    if unknown:
-        msg = f"importance_types {unknown} are not XGBoost importance types; choose from {list(IMPORTANCE_TYPES)}"
-        raise InvalidValueError(msg)
-    return found
+    return b.check_importance_types(types, IMPORTANCE_TYPES, "XGBoost")
 
 
 def _check_model_format(fmt: str) -> None:
@@ -234,63 +229,67 @@ def _xgboost_class(cls: type) -> type:
 
 
 # ---------------------------------------------------------------------- logging a trained model
-@dataclass(frozen=True)
-class _Options:
-    log_models: bool = True
-    model_format: str = "ubj"
-    importance_types: tuple[str, ...] = IMPORTANCE_TYPES
-    log_importance_plots: bool = True
-    log_every_n_steps: int = 1
-
-
-def _options(config: AutologConfig) -> _Options:
-    return _Options(
-        log_models=config.log_models,
-        model_format=getattr(config, "model_format", "ubj"),
-        importance_types=getattr(config, "importance_types", IMPORTANCE_TYPES),
-        log_importance_plots=getattr(config, "log_importance_plots", True),
-        log_every_n_steps=config.log_every_n_steps or 1,
-    )
+def _options(config: AutologConfig) -> b.Options:
+    return b.options(config, IMPORTANCE_TYPES)
 
 
 def _finish(
-    run: Any, booster: Any, opts: _Options, *, skip_params: Iterable[str] = (), estimator: Any = None
+    run: Any, booster: Any, opts: b.Options, *, skip_params: Iterable[str] = (), estimator: Any = None
 ) -> None:
-    """Log what a finished training left: default params, summary, importances, the model."""
+    """Log what a finished training left: default params, summary, importances, the model.
+
+    What reads the booster happens now, on the caller's thread (the config, the importances,
+    the model's bytes: a couple of milliseconds for a few hundred trees), since the user may
+    use the booster again at once. Writing the files — and an estimator's own file, made from
+    a private copy of the booster — happens in the background.
+    """
     b.log_params_tolerant(run, b.loggable_params(config_params(booster.save_config()), skip=skip_params))
     summary = training_summary(booster)
     if summary:
         run.log_metrics(summary)
+    steps: list[tuple[str, Any]] = []
     if opts.importance_types:
-        b.log_importances(run, importances(booster, opts.importance_types), plots=opts.log_importance_plots)
+        found, plots = importances(booster, opts.importance_types), opts.log_importance_plots
+        steps.append(("importances", lambda sink: b.log_importances(sink, found, plots=plots)))
     if opts.log_models:
-        _log_model(run, booster, estimator, opts.model_format)
+        fmt = opts.model_format
+        raw = bytes(booster.save_raw(raw_format=fmt))
+        rounds = int(booster.num_boosted_rounds())
+        # The estimator's state now (a refit replaces its attributes, it does not change them).
+        state = dict(vars(estimator)) if estimator is not None else None
+        cls = type(estimator) if estimator is not None else type(booster)
+        steps.append(("model", lambda sink: _log_model(sink, raw, rounds, cls, state, fmt)))
+    b.later(NAME, run, steps)
 
 
-def _log_model(run: Any, booster: Any, estimator: Any, fmt: str) -> None:
+def _log_model(run: Any, raw: bytes, rounds: int, cls: type, state: dict[str, Any] | None, fmt: str) -> None:
     import xgboost
 
     filename = f"model.{fmt}"
     data = None
-    if estimator is not None:
-        # The estimator's own save_model keeps its scikit-learn attributes with the trees.
+    if state is not None:
+        # The estimator's own save_model keeps its scikit-learn attributes with the trees: run
+        # it on a copy holding a copy of the booster, so that the user's objects are not touched.
+        clone = object.__new__(cls)
+        clone.__dict__.update(state)
+        clone._Booster = xgboost.Booster(model_file=bytearray(raw))
         try:
-            data = b.saved_with(estimator.save_model, filename)
-            cls = _xgboost_class(type(estimator))
+            data = b.saved_with(clone.save_model, filename)
         except TypeError:
             # XGBoost 2.x with scikit-learn >= 1.6 cannot tell the estimator type
             # (`_estimator_type` undefined): the estimator's save_model fails for the user too.
             _log.debug("estimator save_model failed; logging the booster instead", exc_info=True)
     if data is None:
-        data = bytes(booster.save_raw(raw_format=fmt))
-        cls = _xgboost_class(type(booster))
+        data = raw
+        cls = xgboost.Booster
+    cls = _xgboost_class(cls)
     meta = {
         "flavor": NAME,
         "model_class": f"{cls.__module__}.{cls.__qualname__}",
         "model_file": filename,
         "model_format": fmt,
         "xgboost_version": xgboost.__version__,
-        "num_boosted_rounds": int(booster.num_boosted_rounds()),
+        "num_boosted_rounds": rounds,
     }
     b.log_model_files(run, MODEL_ARTIFACT_PATH, {filename: data}, meta)
 
@@ -376,16 +375,13 @@ def _define_callback() -> type:
         ) -> None:
             super().__init__()
             _check_model_format(model_format)
-            if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
-                msg = f"log_every_n_steps must be a positive int, got {log_every_n_steps!r}"
-                raise InvalidValueError(msg)
             self.run_id = run_id
-            self.options = _Options(
+            self.options = b.Options(
                 log_models=bool(log_models),
                 model_format=model_format,
                 importance_types=_check_importance_types(importance_types),
                 log_importance_plots=bool(log_importance_plots),
-                log_every_n_steps=log_every_n_steps,
+                log_every_n_steps=b.check_every_n(log_every_n_steps),
             )
             self._reset()
 
@@ -466,13 +462,15 @@ def _define_callback() -> type:
                 if self._run and isinstance(model, xgboost.Booster):
                     _finish(self._run, model, self.options)
             finally:
+                if self._started is not None:
+                    jobs.flush(run_id=self._started.info.run_id)  # its files, before its end
                 b.end_started(self._started)
                 self._started = None
 
     class _AutologCallback(MLTrailCallback):
         """The callback autolog adds: it logs iterations into the call's run; post does the rest."""
 
-        def __init__(self, run: Any, opts: _Options) -> None:
+        def __init__(self, run: Any, opts: b.Options) -> None:
             TrainingCallback.__init__(self)
             self.run_id = None
             self.options = opts
@@ -503,8 +501,7 @@ def _callback_classes() -> tuple[type, ...]:
 
 
 def _has_our_callback(callbacks: Any) -> bool:
-    classes = _callback_classes()
-    return bool(classes) and any(isinstance(cb, classes) for cb in (callbacks or ()))
+    return b.has_callback(callbacks, _callback_classes())
 
 
 def __getattr__(name: str) -> Any:
@@ -534,7 +531,9 @@ def _pre_train(call: Call) -> None:
     call.state["logged"] = set(params)
     if call.config.log_datasets:
         dtrain = call.args[1] if len(call.args) > 1 else call.kwargs.get("dtrain")
-        _log_dmatrices(run, dtrain, call.kwargs.get("evals"))
+        inputs = b.Inputs()
+        _log_dmatrices(inputs, dtrain, call.kwargs.get("evals"))
+        inputs.write_later(NAME, run)
     callback = __getattr__("_AutologCallback")(run, opts)
     call.kwargs["callbacks"] = [*(call.kwargs.get("callbacks") or ()), callback]
 
@@ -581,16 +580,14 @@ def _pre_fit(call: Call) -> None:
     if not run:
         return
     est = call.instance
-    cls = type(est)
-    run.set_tags({"estimator_name": cls.__name__, "estimator_class": f"{cls.__module__}.{cls.__qualname__}"})
-    params = estimator_params(est)
-    b.log_params_tolerant(run, params)
-    call.state["logged"] = set(params)
+    call.state["logged"] = b.log_estimator(run, est, estimator_params(est))
     if call.config.log_datasets:
         fit = type(est).fit
         X = b.argument(fit, (est, *call.args), call.kwargs, "X")
         y = b.argument(fit, (est, *call.args), call.kwargs, "y")
-        _log_arrays(run, X, y, call.kwargs.get("eval_set"))
+        inputs = b.Inputs()
+        _log_arrays(inputs, X, y, call.kwargs.get("eval_set"))
+        inputs.write_later(NAME, run)
 
 
 def _log_arrays(run: Any, X: Any, y: Any, eval_set: Any) -> None:
@@ -635,16 +632,11 @@ def _post_fit(call: Call, result: Any) -> None:
 
 
 # ---------------------------------------------------------------------- the patches
-PATCHES = (
-    Patch(owner="xgboost", path="train", pre=_pre_train, post=_post_train, when=_when_train, child="if_used"),
-    Patch(
-        owner="xgboost.training", path="train", pre=_pre_train, post=_post_train, when=_when_train,
-        child="if_used",
-    ),
-    Patch(
-        owner="xgboost.sklearn", path="XGBModel.fit", pre=_pre_fit, post=_post_fit, when=_when_fit,
-        child="if_used", subclasses=True, include=_include_estimator,
-    ),
+PATCHES = b.patches(
+    "xgboost", "xgboost.training", "xgboost.sklearn:XGBModel",
+    train=(_pre_train, _post_train, _when_train),
+    fit=(_pre_fit, _post_fit, _when_fit),
+    include=_include_estimator,
 )
 
 
