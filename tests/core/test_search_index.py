@@ -57,6 +57,7 @@ def test_a_store_at_schema_1_migrates_and_searches_by_index(
                 "latest_metrics_key_max",
                 "params_key_value",
                 "tags_key_value",
+                "write_tokens_written_at",  # migration 3
             }
             # The runs written before the migration are found, in index order, the runs
             # without a value (NaN, missing) last.

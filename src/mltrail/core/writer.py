@@ -706,8 +706,10 @@ class Writer:
         return self._write_retained()
 
     def _retain(self, store: Store, batch: WriteBatch) -> None:
-        if self._retained and self._retained[-1][0] is store:
-            # The store is failing: fold new data into the last held batch (order kept).
+        if self._retained and self._retained[-1][0] is store and not self._retained[-1][1].attempted:
+            # The store is failing: fold new data into the last held batch (order kept). Never
+            # into one a write was tried with: that write may have landed (a connection lost
+            # during COMMIT), and its retry is then skipped by the batch's token.
             _fold(self._retained[-1][1], batch)
         else:
             self._retained.append((store, batch))
@@ -756,6 +758,7 @@ class Writer:
             try:
                 store.write_batch(batch)
             except Exception as exc:  # noqa: BLE001 - held and retried; never raised into training
+                batch.attempted = True
                 self._store_failed(store, exc)
                 self._backoff = min(max(self._backoff * 2, self.config.flush_interval), _MAX_BACKOFF)
                 self._next_attempt = time.monotonic() + self._backoff

@@ -9,6 +9,7 @@ store can send the same batch as one request.
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,10 @@ class WriteBatch:
     dropped: dict[str, int] = field(default_factory=dict)  # run_id -> points dropped
     # run_id -> (terminal status, end time in ms), written after everything else in the batch
     run_ends: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Written with the batch where a lost connection can leave a COMMIT's outcome unknown
+    # (PostgreSQL): a retry of a batch that was in fact written finds its token and does nothing.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempted: bool = False  # a write of it failed; nothing more is folded into it
 
     def __bool__(self) -> bool:
         return bool(

@@ -123,6 +123,17 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
         ("sqlite", "CREATE INDEX tags_key_value ON tags (key, value)"),
         ("postgresql", 'CREATE INDEX tags_key_value ON tags (key, value COLLATE "C")'),
     ],
+    # 3: the token of every batch the writer committed recently (PostgreSQL only: there a lost
+    # connection can leave a COMMIT's outcome unknown), so that retrying a batch that had in
+    # fact landed writes nothing (see SqlStore._first_write_of). SQLite gets the table too,
+    # unused, to keep one schema.
+    [
+        """CREATE TABLE write_tokens (
+            token TEXT PRIMARY KEY,
+            written_at {big} NOT NULL
+        )""",
+        "CREATE INDEX write_tokens_written_at ON write_tokens (written_at)",
+    ],
 ]
 
 DIALECT_TYPES = {

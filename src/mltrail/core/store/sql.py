@@ -218,6 +218,7 @@ class SqlStore(Store):
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
+        self._next_token_sweep = 0  # ms; see _first_write_of
         _STORES.add(self)
         self._migrate()
 
@@ -738,6 +739,8 @@ class SqlStore(Store):
 
         def run(conn: _Connection) -> None:
             with conn.transaction():
+                if conn.dialect == "postgresql" and not self._first_write_of(conn, batch):
+                    return
                 conn.executemany(
                     "INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?)"
                     " ON CONFLICT (run_uuid, key) DO NOTHING",
@@ -774,6 +777,24 @@ class SqlStore(Store):
         # Few attempts: the writer holds the batch and retries on its own schedule, and a
         # flush() waiting on this should not sit in a long backoff here as well.
         self._retry(run, attempts=3)
+
+    def _first_write_of(self, conn: _Connection, batch: WriteBatch) -> bool:
+        """Record ``batch``'s token in the open transaction; False if it was written before.
+
+        A PostgreSQL connection lost while COMMIT was on its way leaves the outcome unknown, and
+        the batch is retried (here, and by the writer). The token, committed with the data,
+        makes the retry of a batch that did land a no-op instead of a second copy of it.
+        Tokens older than a day are cleared now and then.
+        """
+        now = now_ms()
+        if now >= self._next_token_sweep:
+            self._next_token_sweep = now + 3_600_000
+            conn.execute("DELETE FROM write_tokens WHERE written_at < ?", (now - 86_400_000,))
+        cur = conn.execute(
+            "INSERT INTO write_tokens (token, written_at) VALUES (?, ?) ON CONFLICT (token) DO NOTHING",
+            (batch.token, now),
+        )
+        return bool(cur.rowcount)
 
     def compact_series(self, run_id: str, key: str) -> None:
         import numpy as np
