@@ -603,35 +603,9 @@ def search_runs(
             break
     if output_format == "list":
         return runs
+    from mltrail.core.frames import runs_to_pandas
+
     return runs_to_pandas(runs)
-
-
-def runs_to_pandas(runs: Sequence[Run]) -> Any:
-    import pandas as pd
-
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "status": run.info.status,
-            "artifact_uri": run.info.artifact_uri,
-            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
-            "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True)
-            if run.info.end_time
-            else pd.NaT,
-        }
-        row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-        row.update({f"params.{k}": v for k, v in run.data.params.items()})
-        row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
-        rows.append(row)
-    base = ["run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"]
-    frame = pd.DataFrame(rows, columns=None if rows else base)
-    if rows:
-        rest = sorted(c for c in frame.columns if c not in base)
-        rest.sort(key=lambda c: ("metrics.", "params.", "tags.").index(c.split(".", 1)[0] + "."))
-        frame = frame[base + rest]
-    return frame
 
 
 # ---------------------------------------------------------------------- system metrics
