@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mltrail.autolog import FAILED, AutologConfig, Call, Patch, RunHandle, enable, safe_hook, safely
+from mltrail.autolog import FAILED, AutologConfig, Call, Patch, RunHandle, _safety, enable, safe_hook, safely
 from mltrail.integrations import torch as _torch
 
 if TYPE_CHECKING:
@@ -313,7 +313,8 @@ class _LoggerMixin:
         self._experiment: RunHandle | None = None
         self._run: ActiveRun | None = None
         self._buffer: Any = None
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, str] = {}  # metric name as Lightning gives it -> as logged
+        self._same_keys: set[str] = set()  # the names logged unchanged (no prefix, nothing to clean)
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: dict[str, float] = {}
         self._checkpoint_records: dict[str, dict[str, Any]] = {}
@@ -342,6 +343,7 @@ class _LoggerMixin:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_same_keys", set())
         self._lock = threading.Lock()
 
     # -- the run
@@ -498,10 +500,26 @@ class _LoggerMixin:
             self._log_metrics(metrics, 0)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log metrics at ``step`` (Lightning passes floats; called on every rank)."""
-        if _rank() > 0:
+        """Log metrics at ``step`` (Lightning passes numbers; called on every rank)."""
+        # Called at every logged step: the rank check and the safety net (as safely() does it)
+        # are written out, and known names go to the buffer as they are.
+        if (_rank_zero_only is None or getattr(_rank_zero_only, "rank", 0)) and _rank() > 0:
             return
-        safely(NAME, "log_metrics", self._log_metrics, metrics, step)
+        try:
+            if _safety._faults_on:
+                _safety._fault_check(NAME, "log_metrics")
+            buffer = self._buffer
+            if buffer is not None and self._same_keys.issuperset(metrics) and not self._run._ended:
+                try:
+                    buffer.log_metrics(metrics, step)
+                    return
+                except (TypeError, ValueError):  # a value that is not a number: sorted out below
+                    pass
+            self._log_metrics(metrics, step)
+        except Exception as exc:
+            if _safety.strict():
+                raise
+            _safety.report(NAME, "log_metrics", exc)
 
     def _log_metrics(self, metrics: Mapping[str, Any], step: int | None) -> None:
         buffer = self._buffer
@@ -510,18 +528,14 @@ class _LoggerMixin:
                 return
             buffer = self._buffer
         keys = self._keys
-        if not self._prefix and all(k in keys and keys[k] == k for k in metrics):
-            try:
-                buffer.log_metrics(metrics, step)
-                return
-            except (TypeError, ValueError):  # a value that is not a number: sort them out below
-                pass
         out: dict[str, float] = {}
         for key, value in metrics.items():
             final = keys.get(key)
             if final is None:
                 base = f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}" if self._prefix else str(key)
                 final = keys[key] = clean_key(base)
+                if final == key:
+                    self._same_keys.add(key)
             number = _float_or_none(value)
             if number is None:
                 _log.debug("MLTrailLogger: metric %r is not a number (%r); left out", key, value)
@@ -726,10 +740,20 @@ class _CallbackMixin:
             label = ".".join(p for p in (prefix, name or None, type(dataset).__name__) if p)
             run.log_input(_torch.dataset_fingerprint(dataset, name=label), context)
 
-    @safe_hook(NAME, "on_train_batch_start")
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if _rank() > 0:
-            return
+        # Called before every batch: the safety net is written out here, as safely() does it.
+        try:
+            if _safety._faults_on:
+                _safety._fault_check(NAME, "on_train_batch_start")
+            if (_rank_zero_only is None or getattr(_rank_zero_only, "rank", 0)) and _rank() > 0:
+                return
+            self._log_lr(trainer)
+        except Exception as exc:
+            if _safety.strict():
+                raise
+            _safety.report(NAME, "on_train_batch_start", exc)
+
+    def _log_lr(self, trainer: Any) -> None:
         loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
         step = getattr(loop, "_batches_that_stepped", None)
         if step is None:

@@ -386,18 +386,18 @@ def log_file_artifact(
 _started: set[str] = set()  # runs this integration started (they end at interpreter exit)
 
 
-_engine: Any = None
+_rt: Any = None  # the engine's runtime for this integration (one object for the process's life)
 _fluent: Any = None
 
 
 def _runtime() -> Any:
     """The engine's live state for this integration (``.on``, ``.config``), or None."""
-    global _engine
-    if _engine is None:
+    global _rt
+    if _rt is None:
         from mltrail.autolog import engine
 
-        _engine = engine
-    return _engine._runtimes.get(NAME)
+        _rt = engine._runtimes.get(NAME)
+    return _rt
 
 
 def _on() -> bool:
@@ -508,25 +508,37 @@ _deferred = _Deferred()
 
 
 # ---------------------------------------------------------------------- the training-loop hooks
+# The hot path: each iteration of the user's loop calls backward(), maybe clip_grad_norm_(),
+# and the optimizer's step(). On a step that logs nothing, the hooks only keep a reference and
+# count; checking and reading the loss, the learning rates and the run happen on the steps
+# that log, and what can be worked out once (metric keys, the run's buffer) is kept on the
+# optimizer's state.
 class _OptState:
-    __slots__ = ("index", "loss_key", "norm_key", "run_id", "steps")
+    __slots__ = ("buffer", "config", "index", "loss_key", "lr_key", "norm_key", "run", "run_id", "steps")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.steps = 0
-        self.run_id: str | None = None
+        self.run_id: str | None = None  # None: no run looked for yet; "": none to log into
+        self.run: Any = None  # the ActiveRun this optimizer last logged into...
+        self.config: Any = None  # ...found under this config...
+        self.buffer: Any = None  # ...and its buffer
         prefix = "" if index == 0 else f"{optimizer_prefix(index)}/"
         self.loss_key = f"{prefix}loss"
         self.norm_key = f"{prefix}grad_norm"
+        self.lr_key = f"{prefix}lr"
 
 
 _opt_states: weakref.WeakKeyDictionary[Any, _OptState] = weakref.WeakKeyDictionary()
-_pending_loss: Any = None  # the detached scalar(s) backward() was called on since the last step
-_pending_count = 0
+# What backward() was called on since the last step: the tensor as given (checked when a step
+# logs), or, after several backward calls, the detached sum of the scalar losses.
+_pending_loss: Any = None
+_pending_count = 0  # how many backward calls _pending_loss holds (meaningful while it is set)
 _pending_norm: Any = None  # what clip_grad_norm_ returned since the last step
 _hook_handle: Any = None
 _hook_lock = threading.Lock()
 _suspended = 0  # > 0 while another integration records the loop outside a patched call
+_SEQUENCES = (list, tuple)
 
 
 def suspend() -> None:
@@ -583,26 +595,40 @@ def _adopt_torch_frames(frame: Any) -> None:
         frame = frame.f_back
 
 
+def _nobody() -> None:
+    return None
+
+
+_last_ref: Callable[[], Any] = _nobody  # weak reference to the optimizer that stepped last
+_last_state: Any = None  # and its _OptState
+
+
 def _on_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
     """torch's global optimizer step post hook: count the step, log every n steps.
 
-    The hot path of the integration (every optimizer step): the safety net is written out
-    here, as the engine's wrapper does, to spare a call per step.
+    Runs on every optimizer step: the safety net is written out here, as the engine's wrapper
+    does, to spare a call per step.
     """
-    global _pending_loss, _pending_norm, _pending_count
-    rt = _engine._runtimes.get(NAME) if _engine is not None else _runtime()
+    global _pending_loss, _pending_norm
+    rt = _rt if _rt is not None else _runtime()
     if rt is None or not rt.on:
         _remove_step_hook()  # autolog was turned off: leave torch's hook registry as it was
         return
     if _suspended or CURRENT.get() is not None:  # another integration records this loop
         return
-    loss, count, norm = _pending_loss, _pending_count, _pending_norm
+    loss, norm = _pending_loss, _pending_norm
     _pending_loss = _pending_norm = None
-    _pending_count = 0
     try:
         if _safety._faults_on:
             _safety._fault_check(NAME, "optimizer_step")
-        _step(optimizer, loss, count, norm, rt.config)
+        state = _last_state if _last_ref() is optimizer else _state_of(optimizer)
+        state.steps += 1
+        config = rt.config
+        if state.steps % (config.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS) and state.run_id is not None:
+            if _deferred.items:
+                _deferred.poll(block=False)
+            return
+        _log_step(optimizer, state, loss, _pending_count, norm, config)
     except Exception as exc:
         if _safety.strict():
             raise
@@ -610,59 +636,66 @@ def _on_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
         _safety.report(NAME, "optimizer_step", exc)
 
 
-_last_optimizer: Any = None  # weak reference to the optimizer that stepped last
-_last_state: _OptState | None = None
-
-
 def _state_of(optimizer: Any) -> _OptState:
-    global _last_optimizer, _last_state
-    if _last_optimizer is not None and _last_optimizer() is optimizer and _last_state is not None:
-        return _last_state
+    global _last_ref, _last_state
     state = _opt_states.get(optimizer)
     if state is None:
         state = _opt_states[optimizer] = _OptState(len(_opt_states))
-    _last_optimizer, _last_state = weakref.ref(optimizer), state
+    _last_ref, _last_state = weakref.ref(optimizer), state
     return state
 
 
-def _step(optimizer: Any, loss: Any, count: int, norm: Any, config: AutologConfig) -> None:
-    state = _state_of(optimizer)
-    state.steps += 1
-    every = config.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS
-    if state.steps % every and state.run_id is not None:
-        if _deferred.items:
-            _deferred.poll(block=False)
+def _log_step(optimizer: Any, state: _OptState, loss: Any, count: int, norm: Any, config: AutologConfig) -> None:
+    """A step that logs, or an optimizer's first: its params once per run; lr, loss, grad_norm."""
+    run = state.run
+    if run is None or config is not state.config or _fluent.active_run() is not run:
+        run = _run_for(config)
+        if run is None:
+            state.run_id = ""  # nothing to log into: look again at the next logged step
+            state.run = None
+            return
+        state.run, state.config, state.buffer = run, config, run._buffer
+        if state.run_id != run.info.run_id:
+            state.run_id = run.info.run_id
+            _log_params_lenient(state.buffer, optimizer_params(optimizer, state.index))
+    if state.steps % (config.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS):
         return
-    run = _run_for(config)
-    if run is None:
-        state.run_id = ""  # nothing to log into: look again at the next logged step
-        return
-    buffer = run._buffer
-    if state.run_id != run.info.run_id:
-        state.run_id = run.info.run_id
-        _log_params_lenient(buffer, optimizer_params(optimizer, state.index))
-    if state.steps % every:
-        return
-    values: dict[str, Any] = lr_metrics(optimizer, state.index)
+    groups = optimizer.param_groups
+    lr = groups[0].get("lr") if len(groups) == 1 else None
+    values: dict[str, Any] = {state.lr_key: lr} if type(lr) is float else lr_metrics(optimizer, state.index)
     device_values = False
     if loss is not None:
         if count > 1:
-            loss = loss / count
-        if loss.is_cuda:
-            device_values = True
-            values[state.loss_key] = loss
-        else:
-            values[state.loss_key] = loss.item()  # a CPU scalar: nothing to wait for
+            loss = loss / count  # the detached sum of checked scalars
+        value = _scalar_value(loss)
+        if value is not None:
+            device_values = type(value) is not float
+            values[state.loss_key] = value
     if norm is not None:
-        if norm.is_cuda:
-            device_values = True
-            values[state.norm_key] = norm
-        else:
-            values[state.norm_key] = norm.item()
+        value = _scalar_value(norm)
+        if value is not None:
+            device_values = device_values or type(value) is not float
+            values[state.norm_key] = value
     if device_values or _deferred.items:
-        _deferred.add(buffer, state.steps, values)
+        _deferred.add(state.buffer, state.steps, values)
     else:
-        buffer.log_metrics(values, state.steps)
+        state.buffer.log_metrics(values, state.steps)
+
+
+def _scalar_value(tensor: Any) -> Any:
+    """What a logged step records of a scalar tensor (the loss, the gradient norm).
+
+    Its value, read now, for a CPU tensor; the tensor itself on a CUDA device (read once its
+    copy to the host completes, without waiting); None for anything but a floating-point
+    scalar (what a backward() call that then failed was given).
+    """
+    try:
+        if not tensor.is_cuda:
+            value = tensor.item()
+            return value if type(value) is float else None
+        return tensor if tensor.numel() == 1 and tensor.is_floating_point() else None
+    except Exception:  # noqa: BLE001 - not a tensor, or not a one-element one: nothing to log
+        return None
 
 
 def _log_params_lenient(buffer: RunBuffer, params: Mapping[str, Any]) -> None:
@@ -695,16 +728,41 @@ def _pre_backward(call: Call) -> None:
     if _hook_handle is None:
         _ensure_step_hook()
     args = call.args
-    tensor = args[0] if args else call.kwargs.get("tensors")
-    gradient = args[1] if len(args) > 1 else call.kwargs.get("grad_tensors")
-    if isinstance(tensor, (list, tuple)):
+    if len(args) > 1:  # Tensor.backward passes (self, gradient, retain_graph, create_graph)
+        if args[1] is not None:
+            return  # an explicit gradient: not a scalar loss
+        tensor = args[0]
+    else:
+        kwargs = call.kwargs
+        if kwargs.get("grad_tensors") is not None:
+            return
+        tensor = args[0] if args else kwargs.get("tensors")
+    if type(tensor) in _SEQUENCES:
         if len(tensor) != 1:
             return
         tensor = tensor[0]
-    loss = _scalar_loss(tensor, gradient)
+    if _pending_loss is None:
+        # Kept as given, not detached: backward() frees the graph's buffers anyway, the step
+        # hook lets go of it, and only a step that logs checks and reads it.
+        _pending_loss = tensor
+        _pending_count = 1
+        return
+    _accumulate_loss(tensor)
+
+
+def _accumulate_loss(tensor: Any) -> None:
+    """A second backward() before the step (gradient accumulation): keep the detached sum."""
+    global _pending_loss, _pending_count
+    loss = _scalar_loss(tensor, None)
     if loss is None:
         return
-    _pending_loss = loss if _pending_loss is None else _pending_loss + loss
+    if _pending_count == 1:  # the first is still as backward() got it: check it now
+        first = _scalar_loss(_pending_loss, None)
+        if first is None:
+            _pending_loss = loss
+            return
+        _pending_loss = first
+    _pending_loss = _pending_loss + loss
     _pending_count += 1
 
 
@@ -723,8 +781,7 @@ def _see_past_tensor_backward() -> None:
 
 def _post_clip(call: Call, result: Any) -> None:
     global _pending_norm
-    if hasattr(result, "detach"):
-        _pending_norm = result.detach()
+    _pending_norm = result  # computed under no_grad: nothing to detach; read only on a logged step
 
 
 # ---------------------------------------------------------------------- torch.save
@@ -1015,11 +1072,11 @@ def autolog(
 
 def _reset_for_tests() -> None:
     """Forget optimizers, pending values and watches (test isolation)."""
-    global _pending_loss, _pending_norm, _pending_count, _suspended, _last_optimizer, _last_state
+    global _pending_loss, _pending_norm, _pending_count, _suspended, _last_ref, _last_state
     _remove_step_hook()
     _suspended = 0
     _opt_states.clear()
-    _last_optimizer = _last_state = None
+    _last_ref, _last_state = _nobody, None
     _pending_loss = _pending_norm = None
     _pending_count = 0
     _deferred.items.clear()
