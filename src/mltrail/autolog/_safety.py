@@ -215,7 +215,15 @@ def _internal(frame: FrameType) -> bool:
             dirs.append(os.path.dirname(os.path.abspath(wrapt_file)))
         _OUR_DIRS = tuple(d + os.sep for d in dirs)
     filename = frame.f_code.co_filename
-    return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_OUR_DIRS)
+    known = _internal_files.get(filename)
+    if known is None:
+        known = _internal_files[filename] = filename.startswith("<frozen") or os.path.abspath(
+            filename
+        ).startswith(_OUR_DIRS)
+    return known
+
+
+_internal_files: dict[str, bool] = {}  # filename -> inside mltrail or wrapt (abspath is slow)
 
 
 def _user_stacklevel() -> int:
