@@ -9,7 +9,7 @@ worker thread per process runs the jobs in the order they were queued.
 Who waits for them:
 
 * ``mltrail.flush()`` (the engine registers :func:`flush` with
-  :func:`mltrail.core.fluent.register_flush_hook` on the first job);
+  :func:`mltrail.core.writer.register_flush_hook` on the first job);
 * a run autolog owns: it is taken off the active-run stack when the call returns, and ended
   (FINISHED, with its end time) by a job queued after its other jobs; a call that raised
   waits for its jobs, then ends its run FAILED at once;
@@ -177,9 +177,9 @@ def _flush_hook() -> None:
 
 def _register_flush_hook() -> None:
     global _hook_registered
-    from mltrail.core import fluent
+    from mltrail.core import writer
 
-    fluent.register_flush_hook(_flush_hook)
+    writer.register_flush_hook(_flush_hook)
     _hook_registered = True
 
 

@@ -53,7 +53,7 @@ from mltrail.core.validation import (
     validate_run_name,
     validate_tag_value,
 )
-from mltrail.core.writer import RunBuffer, get_writer
+from mltrail.core.writer import RunBuffer, get_writer, run_flush_hooks
 
 _TERMINAL = {s.value for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
 
@@ -397,6 +397,8 @@ class Client:
         return self.store.get_metric_history(run_id, key)
 
     def flush(self) -> None:
+        """Make what this process logged (integrations' background work too) readable."""
+        run_flush_hooks()
         writer = get_writer()
         if writer.has_pending():
             writer.flush()

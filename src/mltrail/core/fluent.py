@@ -37,7 +37,7 @@ from mltrail.core.errors import (
     RunStateError,
 )
 from mltrail.core.store import resolve_tracking_uri
-from mltrail.core.writer import RunBuffer, get_writer
+from mltrail.core.writer import RunBuffer, get_writer, run_flush_hooks
 
 _log = logging.getLogger("mltrail.fluent")
 _time = time.time
@@ -54,7 +54,6 @@ _last_active_run_id: str | None = None
 _unhandled_exception = False
 _hooks_installed = False
 _start_run_hooks: list[Any] = []  # callables(run: ActiveRun) run after a run starts
-_flush_hooks: list[Any] = []  # callables() that finish background work before flush() drains
 
 
 class ActiveRun:
@@ -400,6 +399,9 @@ def _end(run: ActiveRun, status: str) -> None:
         # A forked child never ends its parent's run; it only writes what it logged.
         get_writer().flush()
         return
+    # What integrations still do in the background for this run (an autologged fit's metrics,
+    # plots, model file) lands before the run's end.
+    run_flush_hooks()
     run._client.set_terminated(run.info.run_id, status)
 
 
@@ -540,19 +542,8 @@ def flush() -> None:
     Background work that integrations queued (model files, plots, metrics computed off the
     training thread) is finished first, through the hooks of :func:`register_flush_hook`.
     """
-    for hook in list(_flush_hooks):
-        hook()
+    run_flush_hooks()
     get_writer().flush()
-
-
-def register_flush_hook(hook: Any) -> None:
-    """Have :func:`flush` call ``hook()`` (once registered, idempotent) before draining the writer.
-
-    For integrations with a background worker of their own: the hook blocks until the work
-    queued so far has been handed to the writer. A hook may raise (strict autolog mode does).
-    """
-    if hook not in _flush_hooks:
-        _flush_hooks.append(hook)
 
 
 def get_run(run_id: str) -> Run:

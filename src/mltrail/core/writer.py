@@ -886,6 +886,25 @@ class Writer:
 
 _writer: Writer | None = None
 _writer_lock = threading.Lock()
+_flush_hooks: list[Any] = []
+
+
+def register_flush_hook(hook: Any) -> None:
+    """Have every flush that a user asks for call ``hook()`` first (idempotent).
+
+    For integrations with background work of their own: the hook blocks until the work queued
+    so far has been handed to the writer. ``mltrail.flush()`` and the reads of
+    :class:`~mltrail.core.client.Client` (``get_run``, ``search_runs``, ...) run the hooks, so
+    what a user reads after an autologged call includes what that call logged. A hook may
+    raise (strict autolog mode does).
+    """
+    if hook not in _flush_hooks:
+        _flush_hooks.append(hook)
+
+
+def run_flush_hooks() -> None:
+    for hook in list(_flush_hooks):
+        hook()
 
 
 def get_writer() -> Writer:
