@@ -503,13 +503,14 @@ class _LoggerMixin:
         """Log metrics at ``step`` (Lightning passes numbers; called on every rank)."""
         # Called at every logged step: the rank check and the safety net (as safely() does it)
         # are written out, and known names go to the buffer as they are.
-        if (_rank_zero_only is None or getattr(_rank_zero_only, "rank", 0)) and _rank() > 0:
+        rank = 1 if _rank_zero_only is None else getattr(_rank_zero_only, "rank", 0)
+        if rank and _rank() > 0:
             return
         try:
             if _safety._faults_on:
                 _safety._fault_check(NAME, "log_metrics")
-            buffer = self._buffer
-            if buffer is not None and self._same_keys.issuperset(metrics) and not self._run._ended:
+            buffer, run = self._buffer, self._run
+            if buffer is not None and run is not None and not run._ended and self._same_keys.issuperset(metrics):
                 try:
                     buffer.log_metrics(metrics, step)
                     return
@@ -671,9 +672,9 @@ class _CallbackMixin:
         self.config = config
         self._suspended = False
 
-    @property
-    def state_key(self) -> str:
-        return "mltrail-autolog"
+    # A class attribute, not a property: Lightning formats it into a profiler label for every
+    # hook of every callback, about twenty times a training step.
+    state_key = "mltrail-autolog"
 
     def _run(self) -> RunHandle | None:
         if _rank() > 0:
@@ -745,7 +746,8 @@ class _CallbackMixin:
         try:
             if _safety._faults_on:
                 _safety._fault_check(NAME, "on_train_batch_start")
-            if (_rank_zero_only is None or getattr(_rank_zero_only, "rank", 0)) and _rank() > 0:
+            rank = 1 if _rank_zero_only is None else getattr(_rank_zero_only, "rank", 0)
+            if rank and _rank() > 0:
                 return
             self._log_lr(trainer)
         except Exception as exc:
