@@ -1,13 +1,16 @@
 """What recording costs a training step: Lightning loggers side by side, and plain-loop autolog.
 
-Standalone: ``python benchmarks/bench_torch.py [--steps 1000] [--repeats 5]``. Needs torch,
+Standalone: ``python benchmarks/bench_torch.py [--steps 1000] [--repeats 5] [--only plain|lightning]``. Needs torch,
 lightning and, for the comparison, mlflow (``pip install mlflow``; its row is left out when it is
 missing).
 
 A small MLP (32-64-64-1, batch 64) on the CPU, one intra-op thread, ``log_every_n_steps=1``
 (a metric logged at every step, the worst case for a logger). Each case runs ``--steps``
 optimizer steps; the cases take turns, ``--repeats`` rounds, and the table gives the median time
-per step and the overhead over the same loop with nothing recorded.
+per step and the overhead over the same loop with nothing recorded. "paired" is the median,
+over rounds, of each round's overhead against the bare case of the same round: on a shared,
+loaded machine it drifts less than the ratio of medians. The load average is printed with the
+tables.
 
 Time is the training thread's CPU time (``time.thread_time``): what the loop itself spends. Work
 moved off the loop (mltrail's writer thread) is not in it, by design; work a logger does on the
@@ -19,6 +22,8 @@ Lightning cases (the time between ``on_train_start`` and ``on_train_end``):
   CSVLogger         Lightning's file logger, for reference
   MLTrailLogger     ours
   MLFlowLogger      MLflow's logger, local SQLite store (MLflow's recommended default)
+  mltrail autolog   ``mltrail.integrations.lightning.autolog()`` and ``logger=False``: the
+                    MLTrailLogger it attaches plus its callback (lr every step, params, summary)
 Plain PyTorch loop:
   bare              the loop
   mltrail autolog   ``mltrail.integrations.torch.autolog(log_every_n_steps=1)``: the loss,
@@ -115,6 +120,13 @@ def _mltrail(root: str) -> Any:
     return MLTrailLogger()
 
 
+def _autolog(root: str) -> Any:
+    import mltrail
+
+    mltrail.set_tracking_uri(os.path.join(root, "mltrail"))
+    return False  # autolog attaches its MLTrailLogger (see main: it is turned on for this case)
+
+
 def _mlflow(root: str) -> Any:
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -139,21 +151,29 @@ def plain_loop(steps: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- the table
-def _row(name: str, cpu: list[float], wall: list[float], base: float | None, mlflow: float | None) -> str:
+def _row(
+    name: str, cpu: list[float], wall: list[float], bare: list[float] | None, mlflow: float | None
+) -> str:
     per = statistics.median(cpu) * 1e6
-    overhead = "" if base is None else f"{(per - base) / base * 100:+.1f} %"
-    versus = ""
-    if mlflow is not None and base is not None and per > base and name != "MLFlowLogger":
-        versus = f"{(mlflow - base) / (per - base):.0f}x less"
-    elif mlflow is not None and base is not None and per <= base and name != "MLFlowLogger":
-        versus = "not measurable"
-    return f"| {name} | {per:.1f} | {statistics.median(wall) * 1e6:.1f} | {overhead} | {versus} |"
+    overhead = paired = versus = ""
+    if bare is not None:
+        base = statistics.median(bare) * 1e6
+        overhead = f"{(per - base) / base * 100:+.1f} %"
+        paired = f"{statistics.median((c - b) / b for c, b in zip(cpu, bare, strict=True)) * 100:+.1f} %"
+        if mlflow is not None and name != "MLFlowLogger":
+            versus = f"{(mlflow - base) / (per - base):.0f}x less" if per > base else "not measurable"
+    return f"| {name} | {per:.1f} | {statistics.median(wall) * 1e6:.1f} | {overhead} | {paired} | {versus} |"
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("plain", "lightning"), default=None)
     args = parser.parse_args()
     import logging
 
@@ -161,7 +181,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     cases: dict[str, Callable[[str], Any]] = {
-        "no logger": _no_logger, "CSVLogger": _csv, "MLTrailLogger": _mltrail,
+        "no logger": _no_logger, "CSVLogger": _csv, "MLTrailLogger": _mltrail, "mltrail autolog": _autolog,
     }
     try:
         import mlflow  # noqa: F401
@@ -170,20 +190,28 @@ def main() -> None:
     except ImportError:
         print("(mlflow is not installed: its row is left out)")
     results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cases}
+    plain: dict[str, tuple[list[float], list[float]]] = {"bare loop": ([], []), "mltrail autolog": ([], [])}
     root = tempfile.mkdtemp(prefix="mltrail-bench-torch-")
+    load_before = _load()
     try:
+        from mltrail.integrations import lightning as mltrail_lightning
+
         lightning_case(_no_logger, 50, root)  # warm-up: imports, first allocations
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if args.only != "plain" else 0):
             for name, factory in cases.items():
-                cpu, wall = lightning_case(factory, args.steps, os.path.join(root, name.replace(" ", "_")))
+                if name == "mltrail autolog":
+                    mltrail_lightning.autolog(log_models=False, log_datasets=False)
+                try:
+                    cpu, wall = lightning_case(factory, args.steps, os.path.join(root, name.replace(" ", "_")))
+                finally:
+                    mltrail_lightning.autolog(disable=True)
                 results[name][0].append(cpu)
                 results[name][1].append(wall)
         # plain loop: bare and with autolog, taking turns
         from mltrail.integrations import torch as mltrail_torch
 
-        plain: dict[str, tuple[list[float], list[float]]] = {"bare loop": ([], []), "mltrail autolog": ([], [])}
         plain_loop(50)
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if args.only != "lightning" else 0):
             mltrail_torch.autolog(disable=True)
             cpu, wall = plain_loop(args.steps)
             plain["bare loop"][0].append(cpu)
@@ -196,20 +224,29 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    base = statistics.median(results["no logger"][0]) * 1e6
-    mlflow_per = statistics.median(results["MLFlowLogger"][0]) * 1e6 if "MLFlowLogger" in results else None
-    print(f"\nLightning, small MLP on the CPU, {args.steps} steps, log_every_n_steps=1, "
-          f"median of {args.repeats} (torch {torch.__version__})\n")
-    print("| case | µs/step (CPU) | µs/step (wall) | overhead | vs MLFlowLogger's overhead |")
-    print("|---|---|---|---|---|")
+    print(f"\n{load_before} before, {_load()} after (os.getloadavg; {os.cpu_count()} CPUs)")
+    if args.only != "plain":
+        print(f"\nLightning {_package_version()}, small MLP on the CPU, {args.steps} steps, log_every_n_steps=1, "
+              f"median of {args.repeats} (torch {torch.__version__})\n")
+        _table(results, "no logger", "vs MLFlowLogger's overhead")
+    if args.only != "lightning":
+        print(f"\nPlain PyTorch loop (forward, backward, clip_grad_norm_, step), {args.steps} steps, "
+              f"median of {args.repeats}\n")
+        _table(plain, "bare loop", "")
+
+
+def _table(results: dict[str, tuple[list[float], list[float]]], base: str, versus: str) -> None:
+    mlflow = statistics.median(results["MLFlowLogger"][0]) * 1e6 if "MLFlowLogger" in results else None
+    print(f"| case | µs/step (CPU) | µs/step (wall) | overhead | paired | {versus} |")
+    print("|---|---|---|---|---|---|")
     for name, (cpu, wall) in results.items():
-        print(_row(name, cpu, wall, None if name == "no logger" else base, mlflow_per))
-    bare = statistics.median(plain["bare loop"][0]) * 1e6
-    print(f"\nPlain PyTorch loop (forward, backward, clip_grad_norm_, step), {args.steps} steps\n")
-    print("| case | µs/step (CPU) | µs/step (wall) | overhead | |")
-    print("|---|---|---|---|---|")
-    for name, (cpu, wall) in plain.items():
-        print(_row(name, cpu, wall, None if name == "bare loop" else bare, None))
+        print(_row(name, cpu, wall, None if name == base else results[base][0], mlflow))
+
+
+def _package_version() -> str:
+    import lightning
+
+    return str(lightning.__version__)
 
 
 if __name__ == "__main__":
