@@ -703,7 +703,9 @@ class Writer:
             return True
         if not force and now < self._next_attempt:
             return False
-        return self._write_retained()
+        done = self._write_retained()
+        self._pending_points()  # a loop that outran this cycle is throttled until the next
+        return done
 
     def _retain(self, store: Store, batch: WriteBatch) -> None:
         if self._retained and self._retained[-1][0] is store and not self._retained[-1][1].attempted:
