@@ -470,3 +470,19 @@ def expected_ids(
         return -1 if a.run_uuid < b.run_uuid else (1 if a.run_uuid > b.run_uuid else 0)
 
     return [r.run_uuid for r in sorted(kept, key=functools.cmp_to_key(compare))]
+
+
+def run_search(filter_string: str = "", order_by: list[str] | None = None, **kw: object) -> Any:
+    """``compile_run_search`` for experiment 1 on SQLite, top 10, any argument overridable."""
+    args = dict(
+        experiment_ids=[1],
+        filter_string=filter_string,
+        order_by=order_by,
+        view_type=1,
+        max_results=10,
+        page_token=None,
+        now_ms=0,
+        dialect="sqlite",
+    )
+    args.update(kw)
+    return compile_run_search(**args)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from search_fixtures import run_search
 
 from mltrail.core.errors import InvalidInputError, SearchSyntaxError
 from mltrail.core.search import (
@@ -17,7 +18,6 @@ from mltrail.core.search import (
     Or,
     OrderKey,
     compile_experiment_search,
-    compile_run_search,
     like_to_regex,
     next_page_token,
     parse_filter,
@@ -31,21 +31,6 @@ def cmp(entity: str, name: str, op: str, value: object, aggregate: str | None = 
     else:
         lit = None if value is None else Literal(value)  # type: ignore[arg-type]
     return Comparison(Key(entity, name, aggregate), op, lit)  # type: ignore[arg-type]
-
-
-def run_search(filter_string: str = "", order_by: list[str] | None = None, **kw: object):
-    args = dict(
-        experiment_ids=[1],
-        filter_string=filter_string,
-        order_by=order_by,
-        view_type=1,
-        max_results=10,
-        page_token=None,
-        now_ms=0,
-        dialect="sqlite",
-    )
-    args.update(kw)
-    return compile_run_search(**args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

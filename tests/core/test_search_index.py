@@ -9,9 +9,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from search_fixtures import PG_ADMIN_DSN, Db, RunRow, expected_ids, open_db
+from search_fixtures import PG_ADMIN_DSN, Db, RunRow, expected_ids, open_db, run_search
 
-from mltrail.core.search import compile_run_search, next_page_token, parse_filter
+from mltrail.core.search import next_page_token, parse_filter
 from mltrail.core.store.schema import MIGRATIONS
 from mltrail.core.store.sql import SqlStore
 
@@ -163,16 +163,7 @@ def test_paging_from_the_runs_without_the_key_while_runs_are_added(db: Db) -> No
 
 
 def _vm_steps(db: Db, filter_string: str, order_by: list[str], page: int = 10) -> int:
-    query = compile_run_search(
-        experiment_ids=[1],
-        filter_string=filter_string,
-        order_by=order_by,
-        view_type=1,
-        max_results=page,
-        page_token=None,
-        now_ms=0,
-        dialect="sqlite",
-    )
+    query = run_search(filter_string, order_by, max_results=page)
     steps = [0]
 
     def count() -> int:
@@ -214,16 +205,7 @@ def test_a_top_n_search_reads_a_page_not_every_run(tmp_path_factory: pytest.Temp
     for db in open_db("sqlite", tmp_path_factory):
         db.reset()
         for filter_string, order_by, index in TOP_N_CASES:
-            query = compile_run_search(
-                experiment_ids=[1],
-                filter_string=filter_string,
-                order_by=order_by,
-                view_type=1,
-                max_results=10,
-                page_token=None,
-                now_ms=0,
-                dialect="sqlite",
-            )
+            query = run_search(filter_string, order_by)
             plan = " / ".join(row[-1] for row in db.query("EXPLAIN QUERY PLAN " + query.sql, query.params))
             assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
         db.insert(runs(500, 0))
