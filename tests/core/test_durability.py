@@ -26,6 +26,8 @@ from durability_fixtures import (
     wait_for,
 )
 
+from mltrail.core import writer as writer_module
+
 
 @pytest.fixture
 def store_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -180,17 +182,19 @@ def test_sigterm_during_a_flush_lets_the_flush_finish(store_dir: str, tmp_path: 
     status = tmp_path / "status.json"
     gate = tmp_path / "gate"
     # A writer thread that never wakes: the main thread's flush is the one inside the write.
+    # (Fewer points than make the writer drain early: see writer._DRAIN_AT.)
     env = child_env(
         store_dir,
         MLTRAIL_FLUSH_INTERVAL="60",
         MLTRAIL_HEARTBEAT_INTERVAL="60",
         MLTRAIL_HEARTBEAT_TIMEOUT="600",
     )
+    assert 5000 < writer_module._DRAIN_AT
     proc = start(
         "log_points.py",
         str(status),
         "--count",
-        "20000",
+        "5000",
         "--then",
         "flush-then-wait",
         "--gate",
@@ -207,13 +211,17 @@ def test_sigterm_during_a_flush_lets_the_flush_finish(store_dir: str, tmp_path: 
         time.sleep(0.3)  # let the flush reach the lock (if it has not, the test still holds)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
+    except BaseException:
+        proc.kill()  # never leave the child behind for the next test to trip over
+        proc.communicate()
+        raise
     finally:
         lock.execute("ROLLBACK")
         lock.close()
     rc, _out, err = finish(proc)
     assert rc == -signal.SIGTERM, err
     run_id = read_status(status)["run_id"]
-    assert_points(store_dir, run_id, "x", np.arange(20000))
+    assert_points(store_dir, run_id, "x", np.arange(5000))
     assert run_info(store_dir, run_id).status == "KILLED"
 
 
