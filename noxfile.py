@@ -15,7 +15,7 @@ import sys
 import nox
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "src"))
-from mltrail.autolog.registry import INTEGRATIONS  # noqa: E402 - the tested ranges live there
+from mltrail.autolog.registry import INTEGRATIONS
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
