@@ -174,9 +174,9 @@ class RunBuffer:
         self.ops: deque[tuple[str, str, str]] = deque()  # ("param"|"tag"|"deltag", key, value)
         self.params: dict[str, str] | None = None  # known params, loaded on first log_param
         self._closed = False
-        self.throttled = False  # set by the writer while it is far behind this buffer
-        # ``closed or writer.overloaded or throttled``, kept up to date by all three: one check
-        # on the hot path.
+        self._throttled = False
+        # ``closed or writer.overloaded or throttled``, kept up to date by their setters: one
+        # check on the hot path.
         self.refusing = writer.overloaded
         self.dropped = 0
         self._dropped_lock = threading.Lock()
@@ -191,6 +191,17 @@ class RunBuffer:
         self._closed = value
         self.update_refusing()
 
+    @property
+    def throttled(self) -> bool:
+        """Set by the writer while it is far behind this buffer, cleared when it has drained."""
+        return self._throttled
+
+    @throttled.setter
+    def throttled(self, value: bool) -> None:
+        if value != self._throttled:
+            self._throttled = value
+            self.update_refusing()
+
     # ------------------------------------------------------------------ the hot path
     def log_metric(
         self, key: str, value: Any, step: Any = None, timestamp: Any = None
@@ -200,15 +211,7 @@ class RunBuffer:
             queue = self._new_series(key)
         if type(value) is not float:
             value = validate_metric_value(key, value)
-        if step is None:
-            step = 0
-        elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
-            step = validate_int("step", step)
-        if timestamp is None:
-            # Milliseconds as a float (the writer floors it): cheaper than time_ns() // 10**6.
-            timestamp = _time() * 1000.0
-        elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
-            timestamp = validate_int("timestamp", timestamp)
+        step, timestamp = _step_and_timestamp(step, timestamp)
         if self.refusing and self._refuse(1):
             return
         queue.append((step, timestamp, value))
@@ -224,14 +227,7 @@ class RunBuffer:
         values = tuple(metrics.values())
         if set(map(type, values)) != _FLOAT_ONLY:
             values = tuple(map(validate_metric_value, keys, values))
-        if step is None:
-            step = 0
-        elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
-            step = validate_int("step", step)
-        if timestamp is None:
-            timestamp = _time() * 1000.0
-        elif type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
-            timestamp = validate_int("timestamp", timestamp)
+        step, timestamp = _step_and_timestamp(step, timestamp)
         if self.refusing and self._refuse(len(values)):
             return
         keyset.rows.append((step, timestamp, values))
@@ -240,14 +236,7 @@ class RunBuffer:
         self, metrics: Mapping[str, Any], step: Any, timestamp: Any, keys: tuple[str, ...]
     ) -> None:
         """The first call with these keys, or keys shared with other calls: a point per key."""
-        if step is None:
-            step = 0
-        else:
-            step = validate_int("step", step)
-        if timestamp is None:
-            timestamp = _time() * 1000.0
-        else:
-            timestamp = validate_int("timestamp", timestamp)
+        step, timestamp = _step_and_timestamp(step, timestamp)
         # Validate everything before enqueueing anything: a bad entry logs nothing.
         values = [validate_metric_value(validate_key(k, "metric"), v) for k, v in metrics.items()]
         if not values:
@@ -314,12 +303,12 @@ class RunBuffer:
                 self.dropped += n
             self.writer.warn_dropped()
             return True
-        if self.throttled:
+        if self._throttled:
             time.sleep(0)
         return False
 
     def update_refusing(self) -> None:
-        self.refusing = self._closed or self.writer.overloaded or self.throttled
+        self.refusing = self._closed or self.writer.overloaded or self._throttled
 
     # ------------------------------------------------------------------ params and tags
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -448,9 +437,7 @@ class RunBuffer:
             batch.metrics.append(
                 MetricChunk(self.run_id, key, steps, stamps, np.ascontiguousarray(values, np.float64))
             )
-        if self.throttled:
-            self.throttled = False
-            self.update_refusing()
+        self.throttled = False
         if self.dropped:
             with self._dropped_lock:
                 n, self.dropped = self.dropped, 0
@@ -467,10 +454,24 @@ class RunBuffer:
         self._key_owner = {}
         self.ops.clear()
         self.owned = False
-        self.throttled = False
-        self.refusing = self._closed
+        self._throttled = False
+        self.update_refusing()  # the writer's overload was reset before this
         self.dropped = 0
         self._dropped_lock = threading.Lock()
+
+
+def _step_and_timestamp(step: Any, timestamp: Any) -> tuple[int, float | int]:
+    """A call's step (default 0) and timestamp (default now, as float milliseconds), checked."""
+    if step is None:
+        step = 0
+    elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
+        step = validate_int("step", step)
+    if timestamp is None:
+        # Milliseconds as a float (the writer floors it): cheaper than time_ns() // 10**6.
+        return step, _time() * 1000.0
+    if type(timestamp) is not int or not -0x8000000000000000 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
+        timestamp = validate_int("timestamp", timestamp)
+    return step, timestamp
 
 
 def _steps_and_stamps(head: Any, taken: list[Any]) -> tuple[Any, Any]:
@@ -589,32 +590,33 @@ class Writer:
     def end_run(self, store: Store, run_id: str, status: str, end_time: int) -> bool:
         """Write what was logged to a run, then its end, as the run's last batch.
 
-        The end goes through the writer like the data: while the store is unavailable it is
-        held (in order, after the run's data) and retried, and this returns False once
+        From here on ``log_*`` to the run raise. Its buffer is drained into one batch with the
+        end, queued after anything already held, and flushed once: while the store is
+        unavailable the batch is held and retried, and this returns False once
         ``flush_timeout`` has passed instead of raising into the training script. A run whose
         end is never written reads as CRASHED when its heartbeat deadline passes.
         """
-        self.close_buffer(store, run_id)
-        with self._io_lock:
-            self._retain(store, WriteBatch(run_ends={run_id: (status, end_time)}))
-        return self.flush()
-
-    def close_buffer(self, store: Store, run_id: str) -> None:
-        """Flush and forget a run's buffer; later logging to it raises RunStateError."""
         key = (id(store), run_id)
         buf = self._buffers.get(key)
         if buf is not None:
-            buf.closed = True  # from here on log_* raise instead of enqueueing
-        self.flush()
-        with self._registry_lock:
-            self._buffers.pop(key, None)
+            buf.closed = True
+            with self._registry_lock:
+                self._buffers.pop(key, None)
+        with self._io_lock:
+            batch = WriteBatch()
+            if buf is not None:
+                buf.drain_into(batch)
+            batch.run_ends[run_id] = (status, end_time)
+            self._retain(store, batch)
+        done = self.flush()
         if buf is not None and buf.pending():
             # A log_* call that passed its check just before ``closed`` was set.
             with self._io_lock:
-                batch = WriteBatch()
-                buf.drain_into(batch)
-                self._retain(store, batch)
-            self.flush()
+                late = WriteBatch()
+                buf.drain_into(late)
+                self._retain(store, late)
+            done = self.flush()
+        return done
 
     def _ensure_thread(self) -> None:
         thread = self._thread
@@ -655,7 +657,7 @@ class Writer:
                 break
             started = time.monotonic()
             # Fixed rate: a slow write does not stretch what a SIGKILL can lose.
-            if not woken and started - last < interval and self._pending_points() < _DRAIN_AT:
+            if not woken and started - last < interval and self._check_backlog() < _DRAIN_AT:
                 continue
             last = started
             try:
@@ -664,14 +666,13 @@ class Writer:
             except Exception:  # noqa: BLE001 - the writer thread must never die
                 _log.exception("mltrail writer cycle failed")
 
-    def _pending_points(self) -> int:
-        """Points waiting in all buffers; a buffer far behind is throttled until drained."""
+    def _check_backlog(self) -> int:
+        """Throttle every buffer that holds ``_THROTTLE_AT`` points; return the points waiting."""
         total = 0
         for buf in list(self._buffers.values()):
             n = buf.pending_points()
-            if n >= _THROTTLE_AT and not buf.throttled:
+            if n >= _THROTTLE_AT:
                 buf.throttled = True
-                buf.update_refusing()
             total += n
         return total
 
@@ -704,7 +705,7 @@ class Writer:
         if not force and now < self._next_attempt:
             return False
         done = self._write_retained()
-        self._pending_points()  # a loop that outran this cycle is throttled until the next
+        self._check_backlog()  # a loop that outran this cycle is throttled until the next
         return done
 
     def _retain(self, store: Store, batch: WriteBatch) -> None:
