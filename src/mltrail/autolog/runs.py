@@ -17,7 +17,6 @@ start-run hook this module registers with the fluent API.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from mltrail.autolog.config import AutologConfig
     from mltrail.core.fluent import ActiveRun
 
-_log = logging.getLogger("mltrail.autolog")
 AUTOLOG_TAG = "mltrail.autolog"  # set on every run autolog starts: the integration's name
 
 
@@ -319,29 +317,13 @@ def _end_after_jobs(integration: str, run: ActiveRun, status: str) -> None:
     stops and its status and end time are written, as ``end_run`` would have.
     """
     fluent = _fluent or _load_fluent()
-    run_id = run.info.run_id
-    _forget(run)
-    fluent._last_active_run_id = run_id
-    monitor = run._system_monitor
-
-    def end() -> None:
-        if monitor is not None:
-            try:
-                monitor.stop()
-            except Exception:  # noqa: BLE001 - as end_run: never fail the end on the sampler
-                _log.debug("stopping system metrics failed", exc_info=True)
-        run._client.set_terminated(run_id, status)
-
-    jobs.submit(integration, "run_end", run_id, end)
+    if fluent._detach(run):
+        jobs.submit(integration, "run_end", run.info.run_id, lambda: fluent._finish(run, status))
 
 
 def _forget(run: ActiveRun) -> None:
-    fluent = _fluent or _load_fluent()
-
-    run._ended = True
-    for stack in fluent._all_stacks():
-        if run in stack:
-            stack.remove(run)
+    """After a failed end: nothing logs into ``run`` any more (the store reports it crashed)."""
+    (_fluent or _load_fluent())._detach(run)
 
 
 @contextmanager

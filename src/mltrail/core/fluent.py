@@ -382,19 +382,34 @@ def end_run(status: str = "FINISHED") -> None:
 
 
 def _end(run: ActiveRun, status: str) -> None:
+    if _detach(run):
+        _finish(run, status)
+
+
+def _detach(run: ActiveRun) -> bool:
+    """End ``run`` for this process: off every run stack, and ``last_active_run()``.
+
+    False if it had ended already. :func:`_finish` then records the end; autolog calls the two
+    apart when a run's background jobs must land before its end is written.
+    """
     global _last_active_run_id
     if run._ended:
-        return
+        return False
     run._ended = True
     for stack in _all_stacks():
         if run in stack:
             stack.remove(run)
+    _last_active_run_id = run.info.run_id
+    return True
+
+
+def _finish(run: ActiveRun, status: str) -> None:
+    """Stop the run's system metrics and write its end, after its data."""
     if run._system_monitor is not None:
         try:
             run._system_monitor.stop()
         except Exception:  # noqa: BLE001 - never fail end_run on the sampler
             _log.debug("stopping system metrics failed", exc_info=True)
-    _last_active_run_id = run.info.run_id
     if run._owner_pid != os.getpid():
         # A forked child never ends its parent's run; it only writes what it logged.
         get_writer().flush()
