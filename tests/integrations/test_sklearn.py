@@ -693,3 +693,74 @@ def test_both_import_orders(tmp_path: Path, order: str) -> None:
         "post": ["accuracy_score_X_test"],
         "state": "active",
     }
+
+
+MAIN_CLASS_SCRIPT = """
+import json, sys
+import mltrail
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+CALLS = []
+THRESHOLD = {"value": 0.5}
+
+
+class Counted(LogisticRegression):  # a user's class in __main__, as in a notebook
+    def fit(self, X, y, sample_weight=None):
+        CALLS.append(THRESHOLD["value"])
+        return super().fit(X, y, sample_weight)
+
+
+mltrail.autolog()
+X, y = load_iris(return_X_y=True)
+first = Counted(max_iter=500).fit(X, y)
+mltrail.flush()                  # the background work has loaded the model's snapshot back
+THRESHOLD["value"] = 0.9
+Counted(max_iter=500).fit(X, y)
+mltrail.flush()
+print(json.dumps({"calls": CALLS, "run": mltrail.last_active_run().info.run_id,
+                  "patched": type(vars(Counted)["fit"]).__name__}))
+"""
+
+
+def test_a_class_defined_in_main_keeps_its_methods_and_its_model_loads_elsewhere(tmp_path: Path) -> None:
+    # cloudpickle writes a __main__ class by value; loading such a pickle back in the process that
+    # defined the class would reset the class's methods to copies bound to stale globals.
+    env = dict(os.environ, MLTRAIL_AUTOLOG_STRICT="1", MLTRAIL_TRACKING_URI=str(tmp_path / "store"))
+    script = tmp_path / "train.py"
+    script.write_text(MAIN_CLASS_SCRIPT)
+    proc = subprocess.run([sys.executable, "-W", SCIPY_NOISE, str(script)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["calls"] == [0.5, 0.9]  # the second fit ran the user's method, with live globals
+    assert out["patched"] == "PatchWrapper"  # and autolog still wraps it
+    mltrail.set_tracking_uri(str(tmp_path / "store"))
+    # This process has no __main__.Counted: the file carries the class by value.
+    loaded = mltrail.sklearn.load_model(out["run"])
+    assert type(loaded).__name__ == "Counted"
+    X, y = load_iris(return_X_y=True)
+    assert loaded.score(X, y) > 0.9
+
+
+def test_a_model_only_cloudpickle_can_write_is_logged_and_its_class_left_alone(sqlite_uri: str) -> None:
+    calls: list[int] = []
+
+    class Local(LogisticRegression):  # defined in a function: the standard pickler refuses it
+        def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
+            calls.append(1)
+            return super().fit(X, y, sample_weight)
+
+    fit_method = vars(Local)["fit"]
+    mltrail.autolog()
+    X, y = load_iris(return_X_y=True)
+    model = Local(max_iter=500).fit(X, y)
+    sk.flush()
+    run = mltrail.last_active_run()
+    assert vars(Local)["fit"].__wrapped__ is fit_method
+    Local(max_iter=500).fit(X, y)
+    sk.flush()
+    assert len(calls) == 2  # the closure the second fit appended to is the test's own
+    assert run.data.metrics["training_accuracy_score"] == pytest.approx(model.score(X, y))
+    loaded = mltrail.sklearn.load_model(run.info.run_id)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

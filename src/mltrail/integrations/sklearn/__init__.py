@@ -541,7 +541,10 @@ class _FitRecord:
         self.config = config
         self.run_id = run_id
         self.uri = uri
-        self.snapshot: bytes | None = None
+        self.snapshot: bytes | None = None  # a plain pickle: safe to load in this process
+        self.model_bytes: bytes | None = None  # the model file, where it is not the snapshot
+        self.best_bytes: bytes | None = None  # a search's best estimator file, likewise
+        self.best_cls: type | None = None
         self.best_estimator = False
         self.inputs: tuple[Any, Any, Any, Any] | None = None  # X, y, sample_weight, fit_predict labels
         self.predictions: _Predictions | None = None
@@ -552,9 +555,27 @@ class _FitRecord:
 
     # -- on the caller's thread
     def take_snapshot(self) -> None:
+        """Pickle the model as it is now.
+
+        With the standard pickler (in C, and classes by reference) whenever it can: loading that
+        back in this process touches nothing of the user's. A cloudpickle of a class defined in
+        ``__main__`` or in a function carries the class by value, and loading it in the process
+        that defined the class resets the class's methods to copies bound to a snapshot of their
+        globals. So a model only cloudpickle can write (it holds a lambda) is never loaded back
+        here: its file is written as taken, and its predictions are made now, on this thread.
+        """
         estimator = self._estimator
-        self.snapshot = _dumps(estimator, self.config.serialization_format)
+        fmt = self.config.serialization_format
         self.best_estimator = _is_search(estimator) and getattr(estimator, "best_estimator_", None) is not None
+        try:
+            self.snapshot = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            if fmt == "pickle":
+                raise
+            self.model_bytes = _dumps(estimator, fmt)
+            if self.best_estimator:
+                best = estimator.best_estimator_
+                self.best_bytes, self.best_cls = _dumps(best, fmt), type(best)
 
     def prepare_metrics(self, X: Any, y: Any, weight: Any, labels: Any) -> None:
         self.inputs = (X, y, weight, labels)
@@ -572,11 +593,24 @@ class _FitRecord:
     def write_models(self) -> None:
         client = _client(self.uri)
         fmt = self.config.serialization_format
-        assert self.snapshot is not None
-        _write_model(client, self.run_id, self.snapshot, self.cls, fmt, MODEL_ARTIFACT_PATH)
+        data = self.model_bytes if self.snapshot is None else self._file_from_snapshot(self.snapshot, fmt)
+        assert data is not None
+        _write_model(client, self.run_id, data, self.cls, fmt, MODEL_ARTIFACT_PATH)
         if self.best_estimator:
-            best = self.model().best_estimator_
-            _write_model(client, self.run_id, _dumps(best, fmt), type(best), fmt, "best_estimator")
+            if self.snapshot is None:
+                best_cls, best_data = self.best_cls, self.best_bytes
+            else:
+                best = self.model().best_estimator_
+                best_cls, best_data = type(best), _dumps(best, fmt)
+            assert best_data is not None and best_cls is not None
+            _write_model(client, self.run_id, best_data, best_cls, fmt, "best_estimator")
+
+    def _file_from_snapshot(self, snapshot: bytes, fmt: str) -> bytes:
+        # A plain pickle is the cloudpickle file too, unless it names something in __main__
+        # (cloudpickle writes that by value, so that another process can load it).
+        if fmt == "pickle" or b"__main__" not in snapshot:
+            return snapshot
+        return _dumps(self.model(), fmt)
 
     def training_metrics(self) -> None:
         assert self.inputs is not None
