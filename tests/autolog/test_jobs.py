@@ -13,6 +13,7 @@ import mltrail
 from harness import non_strict
 from mltrail.autolog import AutologWarning, enable, jobs
 from mltrail.autolog.call import current_call
+from mltrail.core.writer import get_writer
 
 
 def _gate() -> tuple[threading.Event, Any]:
@@ -34,6 +35,7 @@ def test_an_owned_run_ends_after_its_jobs_and_the_caller_does_not_wait(toy: Any,
     # The call has returned: for this process the run is over, in the store it is still running
     # (read from the store itself: reads through the API wait for the jobs, see below).
     assert mltrail.active_run() is None
+    get_writer().flush()  # the writer's part only: the run is in the store, as data is
     (first,) = mltrail.Client().store.search_runs(["0"], "", 1, 10, None, None).items
     run_id = first.info.run_id
     assert jobs.pending(run_id)
@@ -159,7 +161,8 @@ def test_flush_with_a_timeout_and_per_run(toy: Any, sqlite_uri: str) -> None:
     gate, step = _gate()
     toy.LATER.append(step)
     toyfw.Estimator().fit([1.0])
-    (run,) = mltrail.Client().store.search_runs(["0"], "", 1, 10, None, None).items  # no waiting
+    get_writer().flush()  # the run is in the store; its jobs are not waited for
+    (run,) = mltrail.Client().store.search_runs(["0"], "", 1, 10, None, None).items
     run_id = run.info.run_id
     assert jobs.flush(timeout=0.05) is False
     assert jobs.flush(timeout=0.05, run_id="no-such-run") is True

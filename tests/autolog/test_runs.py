@@ -200,6 +200,73 @@ def test_independent_threads_each_own_a_run(toy: Any, sqlite_uri: str) -> None:
     assert all(r.info.status == "FINISHED" for r in _runs())
 
 
+def test_a_call_skipped_beside_a_busy_run_raises_the_users_exception(toy: Any, sqlite_uri: str) -> None:
+    # A second thread's fit into a run that another fit is logging to is not logged (skipped);
+    # when that fit raises, the user gets their exception, and no training call stays counted.
+    from mltrail.core.writer import training_calls
+
+    enable("toy")
+    inside, release = threading.Event(), threading.Event()
+    error = ValueError("bad data")
+
+    def busy_hook() -> None:
+        inside.set()
+        release.wait(timeout=10)
+
+    def failing_hook() -> None:
+        raise error
+
+    with mltrail.start_run() as run:
+        worker = threading.Thread(target=lambda: toyfw.Estimator(1.0, hook=busy_hook).fit([1]))
+        worker.start()
+        assert inside.wait(timeout=10)
+        try:
+            with pytest.raises(ValueError) as info:
+                toyfw.Estimator(2.0, hook=failing_hook).fit([1])
+        finally:
+            release.set()
+            worker.join(timeout=10)
+    assert info.value is error
+    assert training_calls.running == 0
+    [stored] = _runs()
+    assert stored.info.run_id == run.info.run_id
+    assert stored.data.params["scale"] == "1.0"
+
+
+def test_a_fits_run_is_written_and_its_environment_captured_after_the_fit(
+    toy: Any, sqlite_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing of ours wakes up inside a short fit: the run's row and its environment capture
+    # wait for the fit to return (a long fit gets them after a second: run_overdue).
+    from mltrail.core import fluent, writer
+
+    enable("toy")
+    seen: dict[str, Any] = {}
+    store = mltrail.Client().store
+
+    def hook() -> None:
+        run_id = mltrail.active_run().info.run_id
+        seen["inside"] = (store.search_runs(["0"], "", 1, 10, None, None).items, list(fluent._env_held))
+        monkeypatch.setattr(writer, "_DEFER_LIMIT", 0.0)  # as if the fit had run for a while
+        writer.training_calls.run_overdue()
+        writer.get_writer().flush()
+        seen["overdue"] = ([r.info.run_id for r in store.search_runs(["0"], "", 1, 10, None, None).items],
+                           list(fluent._env_held), run_id)
+
+    toyfw.Estimator(hook=hook).fit([1])
+    rows, held = seen["inside"]
+    assert rows == [] and len(held) == 1
+    written, held_after, run_id = seen["overdue"]
+    assert written == [run_id] and held_after == []
+    mltrail.flush()
+    fluent._join_environment_threads()
+    run = mltrail.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.python_version"]  # the fast capture, at the start
+    # the slow capture, after the fit (pytest's own script is the entry point here)
+    assert "environment/entry_point" in [f.path for f in mltrail.Client().list_artifacts(run_id, "environment")]
+
+
 def test_owned_run_helper(toy: Any, sqlite_uri: str) -> None:
     enable("toy", AutologConfig(extra_tags={"source": "helper"}))
     with owned_run("toy") as run:

@@ -212,6 +212,52 @@ def test_git_config_parsing() -> None:
     assert values["core.bare"] == "false"
 
 
+def test_fast_capture_sees_a_new_commit_and_a_checkout(repo: Path) -> None:
+    argv = script_argv(repo)
+    first = env.capture_fast(argv=argv).tags
+    assert env.capture_fast(argv=argv).tags == first  # nothing changed: the same answer
+    (repo / "README.md").write_text("hello again\n")
+    git(repo, "commit", "-q", "-am", "second")
+    second = env.capture_fast(argv=argv).tags
+    assert second[env.TAG_GIT_COMMIT] == git(repo, "rev-parse", "HEAD") != first[env.TAG_GIT_COMMIT]
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    third = env.capture_fast(argv=argv).tags
+    assert third[env.TAG_GIT_BRANCH] == "feature/x"
+    git(repo, "pack-refs", "--all")  # the branch's ref file goes into packed-refs
+    (repo / "README.md").write_text("on the branch\n")
+    git(repo, "commit", "-q", "-am", "third")
+    assert env.capture_fast(argv=argv).tags[env.TAG_GIT_COMMIT] == git(repo, "rev-parse", "HEAD")
+
+
+def test_the_cached_slow_capture_runs_git_again_only_after_a_change(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = script_argv(repo)
+    first = env.capture_slow_cached(argv=argv, packages=False)
+    assert first.tags == {env.TAG_GIT_DIRTY: "false"}
+    real_popen = subprocess.Popen
+    started: list[object] = []
+
+    def counting_popen(*args: object, **kwargs: object) -> object:
+        started.append(args)
+        return real_popen(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    assert env.capture_slow_cached(argv=argv, packages=False) is first
+    assert started == []
+    (repo / "README.md").write_text("hello\nstaged line\n")
+    git(repo, "add", "README.md")  # the index changes
+    staged = env.capture_slow_cached(argv=argv, packages=False)
+    assert staged.tags == {env.TAG_GIT_DIRTY: "true"}
+    assert "+staged line" in staged.artifacts[env.ARTIFACT_GIT_DIFF].decode()
+    git(repo, "commit", "-q", "-m", "second")
+    assert env.capture_slow_cached(argv=argv, packages=False).tags == {env.TAG_GIT_DIRTY: "false"}
+    (repo / "src" / "train.py").write_text("print('training, edited')\n")  # the entry point
+    edited = env.capture_slow_cached(argv=argv, packages=False)
+    assert edited.artifacts["environment/entry_point/train.py"] == b"print('training, edited')\n"
+    assert edited.tags == {env.TAG_GIT_DIRTY: "true"}
+
+
 # --- capture_slow ---------------------------------------------------------------------------
 
 

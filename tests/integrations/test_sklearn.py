@@ -115,6 +115,27 @@ def test_estimator_tags_kind_and_fit_arguments() -> None:
     assert sk.fit_arguments(LogisticRegression(), "fit", (X,), {"y": y, "sample_weight": w}) == (X, y, w)
     assert sk.fit_arguments(KMeans(), "fit_predict", (X,), {}) == (X, None, None)
 
+    class TakesFitParams(BaseEstimator):
+        def fit(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+            return self
+
+    assert sk.fit_arguments(TakesFitParams(), "fit", (X, y), {"sample_weight": w}) == (X, y, w)
+    assert sk.fit_arguments(TakesFitParams(), "fit", (), {"X": X}) == (X, None, None)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LogisticRegression(C=2.0),
+    lambda: __import__("sklearn.ensemble", fromlist=["BaggingClassifier"]).BaggingClassifier(
+        estimator=LogisticRegression(C=3.0), n_estimators=4),
+    lambda: GridSearchCV(Pipeline([("s", StandardScaler()), ("m", Ridge(alpha=0.5))]), {"m__alpha": [1.0]}),
+])
+def test_params_are_what_get_params_deep_says(make: Any) -> None:
+    # Read with each class's parameter names cached: the same answer as scikit-learn's own.
+    estimator = make()
+    expected = {k: str(v) for k, v in estimator.get_params(deep=True).items()}
+    assert sk.estimator_params(estimator, limit=100_000)[0] == expected
+    assert sk.estimator_params(make(), limit=100_000)[0] == expected  # again, from the cache
+
 
 def test_caller_variable_finds_the_users_name() -> None:
     X_holdout = np.arange(6.0).reshape(3, 2)

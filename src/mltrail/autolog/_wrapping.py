@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from mltrail.autolog import _safety, jobs
 from mltrail.autolog._safety import FAILED, safely
 from mltrail.autolog.call import CURRENT, Call, Patch
 from mltrail.autolog.runs import SKIP, close_run, open_run
+from mltrail.core.writer import training_calls
 
 if TYPE_CHECKING:
     from mltrail.autolog.engine import _Runtime
@@ -136,8 +138,15 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
             wanted = safely(name, "when", when, call)
             if wanted is FAILED or not wanted:
                 return wrapped(*args, **kwargs)
+        caller = sys._getframe(1)  # wrapt's own wrapper is C: this is the line that called
+        if not _safety._internal(caller):
+            call.where = (caller.f_code.co_filename, caller.f_lineno)
+        del caller
         token = CURRENT.set(call)
         session = None
+        counted = owns  # a training call, until it turns out to be another's nested call
+        if counted:
+            training_calls.enter()
         try:
             if owns:
                 try:
@@ -148,10 +157,13 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
                     if _safety.strict():
                         raise
                     _safety.report(name, "run_start", exc)
-                if session is SKIP:
+                if session is SKIP:  # another call logs into this run: not logged, not counted
+                    session, counted = None, False
+                    training_calls.leave()
                     return wrapped(*args, **kwargs)
                 if session is not None:
                     call.run = session.handle
+                    session.where = call.where
             if pre is not None:
                 call.kwargs = dict(kwargs)  # pre's own copy: a failing pre leaves the user's intact
                 try:
@@ -176,6 +188,8 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         except BaseException as exc:
             if session is not None:
                 close_run(name, session, exc)
+            if counted:
+                training_calls.leave()
             if jobs._asleep:
                 jobs.wake()
             raise
@@ -183,6 +197,8 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
             CURRENT.reset(token)
         if session is not None:
             close_run(name, session, None)
+        if counted:
+            training_calls.leave()
         if jobs._asleep:
             jobs.wake()  # the background work the call queued starts now that the call is over
         return result
@@ -246,7 +262,8 @@ class Applied:
             return False
         inner = self.original
         for i, wrapper in enumerate(reversed(above)):  # the one right above ours first
-            applied: Applied = wrapper._self_applied
+            applied = wrapper._self_applied
+            assert applied is not None  # every wrapper in a slot was applied by the engine
             rebuilt = PatchWrapper(inner, wrapper._self_wrapper, wrapper._self_runtime, wrapper._self_patch,
                                    wrapper._self_attribute)
             rebuilt._self_applied = applied

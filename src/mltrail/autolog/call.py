@@ -96,7 +96,7 @@ class Call:
         state: a dict for ``pre`` to leave things for ``post``.
     """
 
-    __slots__ = ("_state", "args", "config", "instance", "integration", "kwargs", "patch", "run")
+    __slots__ = ("_state", "args", "config", "instance", "integration", "kwargs", "patch", "run", "where")
 
     def __init__(
         self,
@@ -114,6 +114,9 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.run: RunHandle = _NO_RUN
+        # (filename, lineno) of the line that made the call, set by the engine's wrapper: where
+        # a failure of a background job queued for the call is reported.
+        self.where: tuple[str, int] | None = None
 
     @property
     def state(self) -> dict[str, Any]:

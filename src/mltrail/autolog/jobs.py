@@ -45,7 +45,6 @@ from mltrail.autolog.config import AutologConfig
 
 _log = logging.getLogger("mltrail.autolog")
 _IDLE_SECONDS = 2.0
-_POLL_SECONDS = 0.05
 
 Location = tuple[str, int]
 
@@ -130,6 +129,7 @@ def wake() -> None:
         if not _jobs:
             return
         if _thread is None or _thread_pid != os.getpid() or not _thread.is_alive():
+            _register_shutdown_wake()
             _thread = threading.Thread(target=_loop, name="mltrail-autolog-jobs", daemon=False)
             _thread_pid = os.getpid()
             _thread.start()
@@ -166,9 +166,27 @@ def flush(timeout: float | None = None, run_id: str | None = None) -> bool:
                 return False
             _lock.wait(min(remaining, 1.0) if remaining is not None else 1.0)
         failure, _failure = _failure, None
+    # The worker that woke us still has to take the GIL to go back to sleep: let it now, not
+    # in the middle of whatever the caller runs next (a fit whose BLAS threads it would stall).
+    time.sleep(0)
     if failure is not None and _safety.strict():
         raise failure
     return True
+
+
+_shutdown_wake_registered = False
+
+
+def _register_shutdown_wake() -> None:
+    global _shutdown_wake_registered
+    if not _shutdown_wake_registered:
+        _shutdown_wake_registered = True
+        # The hook concurrent.futures uses for its own workers: called before non-daemon
+        # threads are joined at exit (atexit handlers run only after that join).
+        try:
+            threading._register_atexit(_wake_at_shutdown)  # type: ignore[attr-defined]
+        except RuntimeError:  # the interpreter is shutting down already
+            _wake_at_shutdown()
 
 
 def _flush_hook() -> None:
@@ -184,33 +202,61 @@ def _register_flush_hook() -> None:
 
 
 def _loop() -> None:
-    global _running, _thread
+    global _thread
     CURRENT.set(_INSIDE)
+    job: _Job | None = None
     while True:
         with _lock:
-            idle = 0.0
-            # Wait in short slices: at interpreter exit (main thread gone) leave once idle.
-            while not _jobs and idle < _IDLE_SECONDS and threading.main_thread().is_alive():
-                _lock.wait(_POLL_SECONDS)
-                idle += _POLL_SECONDS
+            if job is not None:
+                _done(job)
+            # Done and waiting in one hold of the lock: a flush() that the last job's end wakes
+            # returns once this thread is asleep, not while it still needs the GIL and a core.
+            # One wait, not a poll: a thread of ours waking every few milliseconds slows a
+            # short fit down. Interpreter shutdown wakes it (see _wake_at_shutdown).
+            if not _jobs and not _shutting_down:
+                _lock.wait(_IDLE_SECONDS)
             if not _jobs:
                 if _thread is threading.current_thread():
                     _thread = None
                 _lock.notify_all()
                 return
             job = _jobs.popleft()
-            _running += 1
+            _begin()
         try:
             _run(job)
-        finally:
+        except BaseException:
             with _lock:
-                _running -= 1
-                left = _pending.get(job.run_id, 1) - 1
-                if left > 0:
-                    _pending[job.run_id] = left
-                else:
-                    _pending.pop(job.run_id, None)
-                _lock.notify_all()
+                _done(job)
+            raise
+
+
+def _begin() -> None:
+    global _running
+    _running += 1
+
+
+def _done(job: _Job) -> None:
+    """Count ``job`` finished (``_lock`` held) and wake whoever waits for it."""
+    global _running
+    _running -= 1
+    left = _pending.get(job.run_id, 1) - 1
+    if left > 0:
+        _pending[job.run_id] = left
+    else:
+        _pending.pop(job.run_id, None)
+    _lock.notify_all()
+
+
+_shutting_down = False
+
+
+def _wake_at_shutdown() -> None:
+    # Runs when the main thread has finished, before the interpreter joins this (non-daemon)
+    # worker: it then leaves as soon as the queue is empty instead of idling on.
+    global _shutting_down
+    with _lock:
+        _shutting_down = True
+        _lock.notify_all()
 
 
 def _run(job: _Job) -> None:
@@ -252,17 +298,22 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
 
     from mltrail.core.store.base import MetricChunk, WriteBatch
     from mltrail.core.validation import validate_key
+    from mltrail.core.writer import get_writer
 
     chunks = [
         MetricChunk(run_id, validate_key(k, "metric"), np.array([step], dtype=np.int64),
                     np.array([now], dtype=np.int64), np.array([float(v)], dtype=np.float64))
         for k, v in metrics.items()
     ]
+    get_writer().ensure_written(run_id)
     client.store.write_batch(WriteBatch(metrics=chunks))
 
 
 def user_location() -> Location | None:
     """``(filename, lineno)`` of the user's line on the current stack (see ``_safety``)."""
+    call = CURRENT.get()
+    if call is not None and call.where is not None:  # noted by the wrapper: no stack walk
+        return call.where
     level = _safety._user_stacklevel()
     try:
         frame = sys._getframe(level - 1)

@@ -176,12 +176,13 @@ def _global_rank() -> int:
 class _Session:
     """The run a call logs into: opened before ``pre``, closed after the call."""
 
-    __slots__ = ("busy_id", "handle", "owned_run")
+    __slots__ = ("busy_id", "handle", "owned_run", "where")
 
     def __init__(self) -> None:
         self.busy_id: str | None = None
         self.handle: RunHandle = NO_RUN
         self.owned_run: ActiveRun | None = None
+        self.where: tuple[str, int] | None = None  # the user's line that made the call
 
 
 def open_run(
@@ -291,7 +292,8 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
         if status == "FINISHED":
             # The call's background jobs still write to the run: end it after them, on the
             # worker, and give the caller back a process where the run is already over.
-            if _safety.safely(integration, "run_end", _end_after_jobs, integration, run, status) is _safety.FAILED:
+            if _safety.safely(integration, "run_end", _end_after_jobs, integration, run, status,
+                              session.where) is _safety.FAILED:
                 _forget(run)
             return
         jobs.flush(run_id=run_id)  # a failed call: its run is ended, complete, before it raises
@@ -309,7 +311,7 @@ def _end_owned(run: ActiveRun, status: str) -> None:
         fluent._end(run, status)
 
 
-def _end_after_jobs(integration: str, run: ActiveRun, status: str) -> None:
+def _end_after_jobs(integration: str, run: ActiveRun, status: str, where: tuple[str, int] | None = None) -> None:
     """End an owned run after the jobs queued for it; for this process it ends now.
 
     Now: the run leaves the active-run stack (a following call starts a run of its own) and
@@ -318,7 +320,7 @@ def _end_after_jobs(integration: str, run: ActiveRun, status: str) -> None:
     """
     fluent = _fluent or _load_fluent()
     if fluent._detach(run):
-        jobs.submit(integration, "run_end", run.info.run_id, lambda: fluent._finish(run, status))
+        jobs.submit(integration, "run_end", run.info.run_id, lambda: fluent._finish(run, status), where=where)
 
 
 def _forget(run: ActiveRun) -> None:

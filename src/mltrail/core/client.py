@@ -45,7 +45,7 @@ from mltrail.core.errors import (
     RunStateError,
 )
 from mltrail.core.names import generate_run_name
-from mltrail.core.store import Store, get_store, resolve_tracking_uri
+from mltrail.core.store import Store, WriteBatch, get_store, resolve_tracking_uri
 from mltrail.core.validation import (
     MAX_BATCH_ITEMS,
     validate_experiment_name,
@@ -64,13 +64,20 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def current_user() -> str:
-    try:
-        import getpass
+_user: str | None = None
 
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return os.environ.get("USER", "unknown")
+
+def current_user() -> str:
+    """The user running this process (read once: a passwd lookup per run costs a run's start)."""
+    global _user
+    if _user is None:
+        try:
+            import getpass
+
+            _user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no passwd entry in some containers
+            _user = os.environ.get("USER", "unknown")
+    return _user
 
 
 class Client:
@@ -149,19 +156,26 @@ class Client:
         parent_run_id: str | None = None,
         resume_key: str | None = None,
         owned: bool = False,
+        background: bool = False,
     ) -> Run:
-        """Create a RUNNING run. It is not made active; end it with :meth:`set_terminated`."""
+        """Create a RUNNING run. It is not made active; end it with :meth:`set_terminated`.
+
+        ``background`` (``mltrail.start_run``'s way): the run row is written by the background
+        writer, with the first data logged to it, so that this call does no I/O but a read of
+        the experiment. It is in the store milliseconds later; reads through a Client flush.
+        """
         clean = {validate_key(k, "tag"): validate_tag_value(k, v) for k, v in (tags or {}).items()}
         name = validate_run_name(run_name) if run_name is not None else clean.get("mltrail.runName")
         name = name or generate_run_name()
         clean["mltrail.runName"] = name
         clean.setdefault("mltrail.user", current_user())
+        writer = get_writer()
         if parent_run_id:
-            self.store.get_run_info(parent_run_id)
+            if not writer.is_unwritten(parent_run_id):  # one this process started exists
+                self.store.get_run_info(parent_run_id)
             clean["mltrail.parentRunId"] = parent_run_id
         run_id = uuid.uuid4().hex
-        writer = get_writer()
-        info = self.store.create_run(
+        start = self.store.prepare_run(
             experiment_id=str(experiment_id),
             run_id=run_id,
             run_name=name,
@@ -174,11 +188,15 @@ class Client:
                 _now_ms() + int(writer.config.heartbeat_timeout * 1000) if owned else None
             ),
         )
-        self._artifact_uris[run_id] = info.artifact_uri
+        if not background:
+            self.store.write_batch(WriteBatch(run_starts=[start]))
+        self._artifact_uris[run_id] = start.artifact_uri
         buf = writer.buffer(self.store, run_id, owned=owned)
         buf.params = {}
+        if background:
+            writer.start_run(buf, start)
         # A new run holds exactly what was just written: no need to read it back.
-        return Run(info=info, data=RunData(tags=dict(clean)))
+        return Run(info=start.info(), data=RunData(tags=dict(clean)))
 
     def get_run(self, run_id: str) -> Run:
         self.flush()
@@ -187,6 +205,7 @@ class Client:
     def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
         if status is not None:
             _check_status(status)
+        get_writer().ensure_written(run_id)
         self.store.update_run(
             run_id,
             status=status,
@@ -214,9 +233,11 @@ class Client:
             self.store.update_run(run_id, status=status, end_time=end_time)  # RunNotFoundError
 
     def delete_run(self, run_id: str) -> None:
+        get_writer().ensure_written(run_id)
         self.store.set_run_lifecycle(run_id, LifecycleStage.DELETED.value)
 
     def restore_run(self, run_id: str) -> None:
+        get_writer().ensure_written(run_id)
         self.store.set_run_lifecycle(run_id, LifecycleStage.ACTIVE.value)
 
     def search_runs(
@@ -314,6 +335,7 @@ class Client:
             buf.log_metric(key, value, step, ts)
 
     def log_inputs(self, run_id: str, datasets: Sequence[Any], context: str | None = None) -> None:
+        get_writer().ensure_written(run_id)
         info = self.store.get_run_info(run_id)
         converted: list[tuple[Dataset, str | None]] = []
         for item in datasets:
@@ -325,6 +347,7 @@ class Client:
     def _repo(self, run_id: str) -> ArtifactRepository:
         uri = self._artifact_uris.get(run_id)
         if uri is None:
+            get_writer().ensure_written(run_id)
             uri = self.store.get_run_info(run_id).artifact_uri
             self._artifact_uris[run_id] = uri
         return repository_for(uri)
@@ -332,6 +355,7 @@ class Client:
     def get_artifact_uri(self, run_id: str, artifact_path: str | None = None) -> str:
         from mltrail.core.validation import validate_artifact_path
 
+        get_writer().ensure_written(run_id)
         root = self.store.get_run_info(run_id).artifact_uri
         rel = validate_artifact_path(artifact_path)
         return f"{root}/{rel}" if rel else root

@@ -160,16 +160,26 @@ def capture_fast(
         True
     """
     config = CaptureConfig.resolve(git=git, system=system, entry_point=entry_point)
-    argv = list(sys.argv if argv is None else argv)
-    script = _entry_point(argv)
-    tags: dict[str, str] = {}
-    if config.system:
-        tags.update(_system_tags(argv))
-    if config.entry_point and script is not None:
-        tags[TAG_SOURCE_NAME] = script
-    if config.git:
-        _guarded(tags, lambda: _git_tags(_repo_start(start_dir, script)))
+    argv_key = tuple(sys.argv if argv is None else argv)
+    key = (config, argv_key, start_dir, os.getcwd())
+    known = _fast_cache.get(key)
+    if known is None:
+        # Per process and command line: the host, user, Python, script and repository.
+        script = _entry_point(list(argv_key))
+        base: dict[str, str] = {}
+        if config.system:
+            base.update(_system_tags(list(argv_key)))
+        if config.entry_point and script is not None:
+            base[TAG_SOURCE_NAME] = script
+        known = _fast_cache[key] = (base, _repo_start(start_dir, script) if config.git else None)
+    base, repo_start = known
+    tags = dict(base)
+    if repo_start is not None:  # the commit and branch may move: checked on every call
+        _guarded(tags, lambda: _git_tags_cached(repo_start))
     return EnvironmentCapture(tags, {})
+
+
+_fast_cache: dict[object, tuple[dict[str, str], str | None]] = {}
 
 
 def capture_slow(
@@ -202,6 +212,49 @@ def capture_slow(
     if config.packages:
         _guarded(tags, lambda: artifacts.update({ARTIFACT_REQUIREMENTS: installed_requirements()}))
     return EnvironmentCapture(tags, artifacts)
+
+
+_slow_cache: tuple[object, EnvironmentCapture] | None = None
+_slow_lock = threading.Lock()
+
+
+def capture_slow_cached(**options: object) -> EnvironmentCapture:
+    """:func:`capture_slow`, taken again only when what it reads may have changed.
+
+    A process that starts many runs (a script fitting a hundred models) runs ``git`` once,
+    not once per run. The capture is taken again when the commit checked out, git's index
+    (``git add``), the entry-point script or the options change. Edits to tracked files that
+    were not added show in the next process's capture, as the code a process runs is the code
+    it imported. Options are :func:`capture_slow`'s.
+    """
+    global _slow_cache
+    key = _slow_key(options)
+    with _slow_lock:  # one capture at a time: two runs starting together run git once
+        cached = _slow_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        captured = capture_slow(**options)  # type: ignore[arg-type]
+        _slow_cache = (key, captured)
+        return captured
+
+
+def _slow_key(options: dict[str, object]) -> object:
+    config = CaptureConfig.resolve(
+        git=options.get("git"),  # type: ignore[arg-type]
+        packages=options.get("packages"),  # type: ignore[arg-type]
+        entry_point=options.get("entry_point"),  # type: ignore[arg-type]
+    )
+    argv = options.get("argv")
+    argv = list(sys.argv if argv is None else argv)  # type: ignore[call-overload]
+    script = _entry_point(argv)
+    start = _repo_start(options.get("start_dir"), script)  # type: ignore[arg-type]
+    git_state: object = None
+    if config.git:
+        repo = _find_repo(start)
+        if repo is not None:
+            index = _inode_stamp(os.path.join(repo.git_dir, "index"))
+            git_state = (tuple(sorted(_git_tags_cached(start).items())), index)
+    return (config, tuple(argv), start, git_state, _inode_stamp(script) if script else None)
 
 
 def start_slow_capture(on_done: Callable[[EnvironmentCapture], None], **options: object) -> threading.Thread:
@@ -385,6 +438,45 @@ def _find_repo(start: str) -> _Repo | None:
         if parent == path:
             return None
         path = parent
+
+
+_git_cache: dict[str, tuple[tuple[str, ...], object, dict[str, str]]] = {}  # start -> (files, stamps, tags)
+_repos: dict[str, _Repo | None] = {}  # start -> its repository, found once
+
+
+def _git_tags_cached(start: str) -> dict[str, str]:
+    """:func:`_git_tags`, read again only when HEAD or the branch's ref file has changed.
+
+    Starting a run stats two files instead of walking up to ``.git`` and reading and parsing
+    three. git writes HEAD and refs through a lock file that is renamed into place, so a
+    checkout or a new commit changes a file's inode or modification time (a branch whose ref
+    lives only in packed-refs gets a loose ref file with its next commit).
+    """
+    if start not in _repos:
+        _repos[start] = _find_repo(start)
+    cached = _git_cache.get(start)
+    if cached is not None:
+        files, stamps, tags = cached
+        if tuple(map(_inode_stamp, files)) == stamps:
+            return tags
+    repo = _repos[start]
+    if repo is None:
+        return {}
+    tags = _git_tags(start)
+    files = (os.path.join(repo.git_dir, "HEAD"),)
+    branch = tags.get(TAG_GIT_BRANCH)
+    if branch:
+        files += (os.path.join(repo.common_dir, "refs", "heads", *branch.split("/")),)
+    _git_cache[start] = (files, tuple(map(_inode_stamp, files)), tags)
+    return tags
+
+
+def _inode_stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _git_tags(start: str) -> dict[str, str]:

@@ -37,7 +37,7 @@ from mltrail.core.errors import (
     RunStateError,
 )
 from mltrail.core.store import resolve_tracking_uri
-from mltrail.core.writer import RunBuffer, get_writer, run_flush_hooks
+from mltrail.core.writer import RunBuffer, get_writer, run_flush_hooks, training_calls
 
 _log = logging.getLogger("mltrail.fluent")
 _time = time.time
@@ -311,6 +311,7 @@ def start_run(
                 parent_run_id=parent_run_id,
                 resume_key=key,
                 owned=True,
+                background=key is None,  # a resume key must be unique now: written at once
             )
             info = run.info
             _capture_environment_later(client, info.run_id)
@@ -331,6 +332,7 @@ def start_run(
 
 def _resume(client: Client, run_id: str) -> RunInfo:
     store = client.store
+    get_writer().ensure_written(run_id)
     info = store.get_run_info(run_id)
     if info.lifecycle_stage != "active":
         msg = f"run {run_id} is deleted; restore it with Client().restore_run({run_id!r}) to resume it"
@@ -672,7 +674,7 @@ def _capture_environment_later(client: Client, run_id: str) -> None:
         try:
             from mltrail.core import environment
 
-            captured = environment.capture_slow()
+            captured = environment.capture_slow_cached()
             for path, data in captured.artifacts.items():
                 client.log_bytes(run_id, data, path)
             if captured.tags:
@@ -680,6 +682,7 @@ def _capture_environment_later(client: Client, run_id: str) -> None:
                 # could re-open one for a run that has ended meanwhile.
                 from mltrail.core.store import WriteBatch
 
+                get_writer().ensure_written(run_id)
                 client.store.write_batch(
                     WriteBatch(tags=[(run_id, k, v) for k, v in captured.tags.items()])
                 )
@@ -694,14 +697,31 @@ _env_jobs: queue.Queue[Any] | None = None
 _env_pid = 0
 
 
+_env_held: list[Any] = []  # submitted, handed to the worker when no training call runs
+
+
 def _submit_environment_job(work: Any) -> None:
     global _env_jobs, _env_pid
     if _env_jobs is None or _env_pid != os.getpid():
         _env_jobs, _env_pid = queue.Queue(), os.getpid()
+        _env_held.clear()  # a forked child does not capture for its parent's runs
         threading.Thread(
             target=_environment_worker, args=(_env_jobs,), name="mltrail-environment", daemon=True
         ).start()
-    _env_jobs.put(work)
+    # A run started by an autologged fit: its capture starts when the fit returns, not in the
+    # middle of it (see mltrail.core.writer.training_calls).
+    _env_held.append(work)
+    training_calls.defer(_release_environment_jobs)
+
+
+def _release_environment_jobs() -> None:
+    jobs = _env_jobs
+    while jobs is not None and _env_held:
+        try:
+            work = _env_held.pop(0)
+        except IndexError:  # another thread released it
+            return
+        jobs.put(work)
 
 
 def _environment_worker(jobs: queue.Queue[Any]) -> None:
@@ -718,6 +738,7 @@ def _join_environment_threads(timeout: float = 10.0) -> None:
     jobs = _env_jobs
     if jobs is None or _env_pid != os.getpid():
         return
+    _release_environment_jobs()
     deadline = time.monotonic() + timeout
     while jobs.unfinished_tasks and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -33,8 +33,14 @@ _INT64_MAX = 2**63 - 1
 _KEY_RE = re.compile(r"^[\w\-. /:]+$")
 
 
+_valid_keys: set[str] = set()  # keys that passed: the same few hundred come back every run
+_VALID_KEYS_KEPT = 20_000
+
+
 def validate_key(key: object, kind: str) -> str:
     """Return ``key`` if it is a valid ``kind`` ("metric", "param", "tag") key, else raise."""
+    if type(key) is str and key in _valid_keys:
+        return key
     if not isinstance(key, str):
         msg = f"{kind} key must be a str, got {type(key).__name__}: {key!r}"
         raise InvalidKeyError(msg)
@@ -56,6 +62,8 @@ def validate_key(key: object, kind: str) -> str:
             "segment, or begin or end with a space"
         )
         raise InvalidKeyError(msg)
+    if type(key) is str and len(_valid_keys) < _VALID_KEYS_KEPT:
+        _valid_keys.add(key)
     return key
 
 

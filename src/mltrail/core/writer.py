@@ -41,12 +41,12 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import chain, repeat, starmap
 from typing import TYPE_CHECKING, Any
 
 from mltrail.core.errors import ParamConflictError, RunStateError
-from mltrail.core.store.base import MetricChunk, WriteBatch
+from mltrail.core.store.base import MetricChunk, RunStart, WriteBatch
 from mltrail.core.validation import (
     validate_int,
     validate_key,
@@ -65,6 +65,7 @@ _time = time.time
 # The writer looks this often (seconds) whether this many points are waiting, and then drains
 # early instead of at its interval: it bounds the memory a fast loop holds in Python objects.
 _POLL = 0.05
+_DEFER_LIMIT = 1.0  # seconds a wake-up deferred for a training call waits at most
 _DRAIN_AT = 20_000
 # A buffer found holding this many points makes its loggers yield the GIL to the writer on
 # every call until it has been drained: a loop that logs faster than the writer can convert
@@ -181,6 +182,7 @@ class RunBuffer:
         self.dropped = 0
         self._dropped_lock = threading.Lock()
         self.last_heartbeat = 0.0
+        self.start: RunStart | None = None  # the run itself, until written (Writer.start_run)
 
     @property
     def closed(self) -> bool:
@@ -360,7 +362,8 @@ class RunBuffer:
     # ------------------------------------------------------------------ writer side
     def pending(self) -> bool:
         return (
-            bool(self.ops)
+            self.start is not None
+            or bool(self.ops)
             or any(self.series.values())
             or any(k.rows for k in self._keyset_objs)
             or bool(self.dropped)
@@ -381,6 +384,10 @@ class RunBuffer:
         """
         import numpy as np
 
+        start = self.start
+        if start is not None:  # set before anything is logged to the run: it goes first
+            self.start = None
+            batch.run_starts.append(start)
         ops = self.ops
         for _ in repeat(None, len(ops)):
             kind, key, value = ops.popleft()
@@ -453,6 +460,8 @@ class RunBuffer:
         self._keyset_objs = []
         self._key_owner = {}
         self.ops.clear()
+        # ``start`` stays: a run the parent has not written yet is written by whichever process
+        # flushes first (the insert is idempotent), so the child's points never lack their run.
         self.owned = False
         self._throttled = False
         self.update_refusing()  # the writer's overload was reset before this
@@ -507,6 +516,7 @@ def _delete_tag(batch: WriteBatch, run_id: str, key: str) -> None:
 
 def _fold(last: WriteBatch, batch: WriteBatch) -> None:
     """Append ``batch`` to ``last`` as if both had been one batch (later words win)."""
+    last.run_starts.extend(batch.run_starts)
     last.params.extend(batch.params)
     # ``batch`` itself has at most one word per tag key (sets and deletes are exclusive).
     for run_id, key in batch.deleted_tags:
@@ -544,6 +554,7 @@ class Writer:
         self._pid = os.getpid()
         # Set by a signal handler that interrupted this thread's own flush: run after it.
         self.deferred: Any = None
+        self._unwritten_starts: set[str] = set()  # runs started through start_run, not written yet
 
     @property
     def overloaded(self) -> bool:
@@ -586,6 +597,28 @@ class Writer:
 
     def has_buffer(self, store: Store, run_id: str) -> bool:
         return (id(store), run_id) in self._buffers
+
+    def start_run(self, buf: RunBuffer, start: RunStart) -> None:
+        """Have the run created in the background, in the batch with the first data logged to it.
+
+        Starting a run then does no I/O on the caller's thread. The writer is woken to write it
+        at once, or, for a run an autologged fit started, when the fit returns (at most a
+        second later: see :class:`_TrainingCalls`), so that a process killed right after is
+        still found CRASHED. Reads through :class:`~mltrail.core.client.Client` flush first,
+        and writes that go to the store directly call :meth:`ensure_written`.
+        """
+        self._unwritten_starts.add(start.run_id)
+        buf.start = start
+        training_calls.defer(self.wake)
+
+    def ensure_written(self, run_id: str) -> None:
+        """Write the run now if it was started here and is not in the store yet."""
+        if run_id in self._unwritten_starts:
+            self.flush()
+
+    def is_unwritten(self, run_id: str) -> bool:
+        """Whether the run was started in this process and waits for the writer."""
+        return run_id in self._unwritten_starts
 
     def end_run(self, store: Store, run_id: str, status: str, end_time: int) -> bool:
         """Write what was logged to a run, then its end, as the run's last batch.
@@ -655,6 +688,7 @@ class Writer:
             self._wake.clear()
             if stop.is_set():
                 break
+            training_calls.run_overdue()
             started = time.monotonic()
             # Fixed rate: a slow write does not stretch what a SIGKILL can lose.
             if not woken and started - last < interval and self._check_backlog() < _DRAIN_AT:
@@ -768,6 +802,8 @@ class Writer:
                 self._update_overload()
                 return False
             self._retained.pop(0)
+            for start in batch.run_starts:
+                self._unwritten_starts.discard(start.run_id)
             self._backoff = 0.0
             self._next_attempt = 0.0
             if self._warned_store:
@@ -910,6 +946,74 @@ def run_flush_hooks() -> None:
         hook()
 
 
+class _TrainingCalls:
+    """How many training calls (an autologged ``fit``) are running now, in any thread.
+
+    Waking a thread of ours in the middle of a millisecond-long ``fit`` costs that ``fit`` more
+    than the woken work itself: the thread takes a core from the framework's own threads (a
+    BLAS worker spinning on the other core) and the GIL from the ``fit``. So what a run's
+    start would wake (the writer, to write the run; the environment capture) is deferred with
+    :meth:`defer` until the last training call returns. The writer runs what has waited longer
+    than :data:`_DEFER_LIMIT` seconds, so that a training call of hours does not hold a run's
+    start back for hours.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._deferred: list[tuple[float, Callable[[], None]]] = []
+
+    @property
+    def running(self) -> int:
+        return self._count
+
+    def enter(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count = max(0, self._count - 1)
+            if self._count or not self._deferred:
+                return
+            due, self._deferred = self._deferred, []
+        _run_deferred(due)
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` now if no training call runs, else when the last one returns."""
+        with self._lock:
+            if self._count:
+                self._deferred.append((time.monotonic(), fn))
+                return
+        fn()
+
+    def run_overdue(self) -> None:
+        """Run what has waited longer than the limit (from the writer's thread)."""
+        if not self._deferred:
+            return
+        limit = time.monotonic() - _DEFER_LIMIT
+        with self._lock:
+            due = [d for d in self._deferred if d[0] <= limit]
+            if not due:
+                return
+            self._deferred = [d for d in self._deferred if d[0] > limit]
+        _run_deferred(due)
+
+    def reset_after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the calls running in the parent are not the child's
+
+
+def _run_deferred(due: list[tuple[float, Callable[[], None]]]) -> None:
+    for _, fn in due:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a wake-up must never fail the user's call
+            _log.debug("deferred %r failed", fn, exc_info=True)
+
+
+training_calls = _TrainingCalls()
+
+
 def get_writer() -> Writer:
     global _writer
     if _writer is None:
@@ -986,6 +1090,7 @@ def _after_fork_in_child() -> None:
     global _writer_lock
     _fork_tls.held = None  # the child gets new locks instead
     _writer_lock = threading.Lock()
+    training_calls.reset_after_fork()
     if _writer is not None:
         _writer._after_fork()
 

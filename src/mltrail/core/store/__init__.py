@@ -18,11 +18,12 @@ import threading
 from urllib.parse import unquote, urlparse
 
 from mltrail.core.errors import UnsupportedTrackingURIError
-from mltrail.core.store.base import PagedList, Store, WriteBatch
+from mltrail.core.store.base import PagedList, RunStart, Store, WriteBatch
 
 __all__ = [
     "DEFAULT_STORE_DIR",
     "PagedList",
+    "RunStart",
     "Store",
     "WriteBatch",
     "get_store",

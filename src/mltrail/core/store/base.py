@@ -37,10 +37,41 @@ class MetricChunk:
     values: np.ndarray
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """A new run, as its first batch writes it (before anything logged to it)."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    user_id: str
+    start_time: int
+    artifact_uri: str
+    parent_run_id: str | None
+    resume_key: str | None
+    heartbeat_deadline: int | None
+    tags: tuple[tuple[str, str], ...]
+
+    def info(self) -> RunInfo:
+        from mltrail.core.entities import RunInfo, RunStatus
+
+        return RunInfo(
+            run_id=self.run_id,
+            experiment_id=self.experiment_id,
+            run_name=self.run_name,
+            user_id=self.user_id,
+            status=RunStatus.RUNNING.value,
+            start_time=self.start_time,
+            end_time=None,
+            artifact_uri=self.artifact_uri,
+        )
+
+
 @dataclass
 class WriteBatch:
     """Everything one flush writes, in one transaction."""
 
+    run_starts: list[RunStart] = field(default_factory=list)  # written first
     params: list[tuple[str, str, str]] = field(default_factory=list)  # run_id, key, value
     tags: list[tuple[str, str, str]] = field(default_factory=list)
     deleted_tags: list[tuple[str, str]] = field(default_factory=list)
@@ -56,7 +87,8 @@ class WriteBatch:
 
     def __bool__(self) -> bool:
         return bool(
-            self.params
+            self.run_starts
+            or self.params
             or self.tags
             or self.deleted_tags
             or self.metrics
@@ -114,7 +146,7 @@ class Store(abc.ABC):
 
     # runs
     @abc.abstractmethod
-    def create_run(
+    def prepare_run(
         self,
         *,
         experiment_id: str,
@@ -126,7 +158,18 @@ class Store(abc.ABC):
         parent_run_id: str | None,
         resume_key: str | None,
         heartbeat_deadline: int | None,
-    ) -> RunInfo: ...
+    ) -> RunStart:
+        """Check that a run can start in the experiment; return what writing it takes.
+
+        Nothing is written: the run exists once a :class:`WriteBatch` carrying the returned
+        start is written (:meth:`create_run`, or the background writer with the run's data).
+        """
+
+    def create_run(self, **run: Any) -> RunInfo:
+        """Create a run now (:meth:`prepare_run`'s keywords)."""
+        start = self.prepare_run(**run)
+        self.write_batch(WriteBatch(run_starts=[start]))
+        return start.info()
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> Run: ...

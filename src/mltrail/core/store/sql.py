@@ -32,7 +32,6 @@ from mltrail.core.entities import (
     RunData,
     RunInfo,
     RunInputs,
-    RunStatus,
 )
 from mltrail.core.errors import (
     ExperimentExistsError,
@@ -41,7 +40,7 @@ from mltrail.core.errors import (
     RunNotFoundError,
     StoreError,
 )
-from mltrail.core.store.base import PagedList, Store, WriteBatch
+from mltrail.core.store.base import PagedList, RunStart, Store, WriteBatch
 from mltrail.core.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE, render
 
 _log = logging.getLogger("mltrail.store")
@@ -219,6 +218,8 @@ class SqlStore(Store):
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
         self._next_token_sweep = 0  # ms; see _first_write_of
+        # Active experiments a run was started in: (name, artifact location), see prepare_run.
+        self._active_experiments: dict[int, tuple[str, str]] = {}
         _STORES.add(self)
         self._migrate()
 
@@ -459,6 +460,7 @@ class SqlStore(Store):
 
     def set_experiment_lifecycle(self, experiment_id: str, stage: str) -> None:
         self.get_experiment(experiment_id)
+        self._active_experiments.pop(_exp_int(experiment_id), None)
 
         def run(conn: _Connection) -> None:
             with conn.transaction():
@@ -479,6 +481,7 @@ class SqlStore(Store):
         if existing is not None and existing.experiment_id != str(experiment_id):
             msg = f"an experiment named {new_name!r} exists already"
             raise ExperimentExistsError(msg)
+        self._active_experiments.pop(_exp_int(experiment_id), None)
 
         def run(conn: _Connection) -> None:
             with conn.transaction():
@@ -503,7 +506,7 @@ class SqlStore(Store):
         self._retry(run)
 
     # ------------------------------------------------------------------ runs
-    def create_run(
+    def prepare_run(
         self,
         *,
         experiment_id: str,
@@ -515,48 +518,40 @@ class SqlStore(Store):
         parent_run_id: str | None,
         resume_key: str | None,
         heartbeat_deadline: int | None,
-    ) -> RunInfo:
-        exp = self.get_experiment(experiment_id)
-        if exp.lifecycle_stage != LifecycleStage.ACTIVE:
-            from mltrail.core.errors import RunStateError
+    ) -> RunStart:
+        # Read once per experiment and process: a read on a connection whose cache the writer's
+        # commits keep invalidating costs a short fit a tenth of a millisecond. An experiment's
+        # artifact location never changes; deleting or renaming it through this store forgets
+        # it here (one deleted by another process takes runs until this process reads it again).
+        key = _exp_int(experiment_id)
+        known = self._active_experiments.get(key)
+        if known is None:
+            row = self.conn.query(
+                "SELECT name, artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?",
+                (key,),
+            )
+            if not row:
+                msg = f"no experiment with id {experiment_id!r}"
+                raise ExperimentNotFoundError(msg)
+            name, location, stage = row[0]
+            if stage != LifecycleStage.ACTIVE:
+                from mltrail.core.errors import RunStateError
 
-            msg = f"experiment {exp.name!r} ({experiment_id}) is deleted; restore it before starting runs in it"
-            raise RunStateError(msg)
-        artifact_uri = _join(exp.artifact_location, run_id, "artifacts")
-
-        def run(conn: _Connection) -> None:
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO runs (run_uuid, experiment_id, run_name, user_id, status, start_time,"
-                    " heartbeat_deadline, lifecycle_stage, artifact_uri, parent_run_id, resume_key)"
-                    " VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, 'active', ?, ?, ?)",
-                    (
-                        run_id,
-                        _exp_int(experiment_id),
-                        run_name,
-                        user_id,
-                        start_time,
-                        heartbeat_deadline,
-                        artifact_uri,
-                        parent_run_id,
-                        resume_key,
-                    ),
-                )
-                conn.executemany(
-                    "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?)",
-                    [(run_id, k, v) for k, v in tags.items()],
-                )
-
-        self._retry(run)
-        return RunInfo(
+                msg = f"experiment {name!r} ({experiment_id}) is deleted; restore it before starting runs in it"
+                raise RunStateError(msg)
+            known = self._active_experiments[key] = (name, location)
+        location = known[1]
+        return RunStart(
             run_id=run_id,
             experiment_id=str(experiment_id),
             run_name=run_name,
             user_id=user_id,
-            status=RunStatus.RUNNING.value,
             start_time=start_time,
-            end_time=None,
-            artifact_uri=artifact_uri,
+            artifact_uri=_join(location, run_id, "artifacts"),
+            parent_run_id=parent_run_id,
+            resume_key=resume_key,
+            heartbeat_deadline=heartbeat_deadline,
+            tags=tuple(tags.items()),
         )
 
     _RUN_COLUMNS = (
@@ -741,6 +736,8 @@ class SqlStore(Store):
             with conn.transaction():
                 if conn.dialect == "postgresql" and not self._first_write_of(conn, batch):
                     return
+                if batch.run_starts:
+                    _insert_runs(conn, batch.run_starts)
                 conn.executemany(
                     "INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?)"
                     " ON CONFLICT (run_uuid, key) DO NOTHING",
@@ -962,6 +959,25 @@ ON CONFLICT (run_uuid, key) DO UPDATE SET
                    ELSE latest_metrics.max_value END,
   count = latest_metrics.count + excluded.count
 """
+
+
+def _insert_runs(conn: _Connection, starts: Sequence[RunStart]) -> None:
+    # Idempotent: a process forked before its writer wrote a run writes the run's start too
+    # (its own points need the row), and whichever process comes second finds it there.
+    conn.executemany(
+        "INSERT INTO runs (run_uuid, experiment_id, run_name, user_id, status, start_time,"
+        " heartbeat_deadline, lifecycle_stage, artifact_uri, parent_run_id, resume_key)"
+        " VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, 'active', ?, ?, ?) ON CONFLICT (run_uuid) DO NOTHING",
+        [
+            (s.run_id, _exp_int(s.experiment_id), s.run_name, s.user_id, s.start_time,
+             s.heartbeat_deadline, s.artifact_uri, s.parent_run_id, s.resume_key)
+            for s in starts
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) ON CONFLICT (run_uuid, key) DO NOTHING",
+        [(s.run_id, k, v) for s in starts for k, v in s.tags],
+    )
 
 
 def _metric_rows(batch: WriteBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -153,7 +153,7 @@ def estimator_params(estimator: Any, limit: int = PARAM_VALUE_LIMIT) -> tuple[di
     from mltrail.core.validation import stringify, validate_key
 
     try:
-        raw = estimator.get_params(deep=True)
+        raw = _deep_params(estimator)
     except Exception:  # noqa: BLE001 - a third-party get_params may fail on deep=True
         raw = estimator.get_params(deep=False)
     params: dict[str, str] = {}
@@ -170,6 +170,33 @@ def estimator_params(estimator: Any, limit: int = PARAM_VALUE_LIMIT) -> tuple[di
             text = text[: limit - 3] + "..."
         params[key] = text
     return params, cut
+
+
+_param_names: dict[type, tuple[str, ...]] = {}
+
+
+def _deep_params(estimator: Any) -> dict[str, Any]:
+    """``estimator.get_params(deep=True)``, with each class's parameter names read once.
+
+    scikit-learn's own ``get_params`` inspects ``__init__``'s signature on every call, which
+    costs a short fit a tenth of a millisecond. Classes with a ``get_params`` of their own
+    (``Pipeline``, third-party estimators) are asked as usual.
+    """
+    from sklearn.base import BaseEstimator
+
+    cls = type(estimator)
+    if getattr(cls, "get_params", None) is not BaseEstimator.get_params:
+        return dict(estimator.get_params(deep=True))
+    names = _param_names.get(cls)
+    if names is None:
+        names = _param_names[cls] = tuple(cls._get_param_names())
+    out: dict[str, Any] = {}
+    for key in names:  # as BaseEstimator.get_params(deep=True) does
+        value = getattr(estimator, key)
+        if hasattr(value, "get_params") and not isinstance(value, type):
+            out.update((f"{key}__{k}", v) for k, v in _deep_params(value).items())
+        out[key] = value
+    return out
 
 
 def estimator_tags(estimator: Any) -> dict[str, str]:
@@ -196,27 +223,68 @@ def fit_arguments(
     instance: Any, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> tuple[Any, Any, Any]:
     """``(X, y, sample_weight)`` of a call of ``instance.<method>(*args, **kwargs)``."""
-    func = getattr(type(instance), method, None)
-    sig = _signature(func)
-    if sig is not None:
-        try:
-            bound = sig.bind_partial(instance, *args, **kwargs).arguments
-        except TypeError:
-            bound = None
+    plan = _plan(getattr(type(instance), method, None))
+    if plan is not None:
+        positional, named, var_kw = plan
+        bound: dict[str, Any] | None = (
+            dict(zip(positional, args, strict=False)) if len(args) <= len(positional) else None
+        )
+        extra: dict[str, Any] = {}
         if bound is not None:
-            names = [n for n in sig.parameters if n != "self"][:2]
-            X = bound.get(names[0]) if names else None
-            y = bound.get(names[1]) if len(names) > 1 else None
+            for key, value in kwargs.items():
+                if key in bound:
+                    bound = None  # given twice: the call itself fails
+                    break
+                if key in named:
+                    bound[key] = value
+                elif var_kw:
+                    extra[key] = value
+                else:
+                    bound = None
+                    break
+        if bound is not None:
+            X = bound.get(positional[0]) if positional else None
+            y = bound.get(positional[1]) if len(positional) > 1 else None
             weight = bound.get("sample_weight")
-            var_kw = next(
-                (n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None
-            )
-            if weight is None and var_kw is not None:
-                weight = (bound.get(var_kw) or {}).get("sample_weight")
+            if weight is None:
+                weight = extra.get("sample_weight")
             return X, y, weight
     X = args[0] if args else kwargs.get("X")
     y = args[1] if len(args) > 1 else kwargs.get("y")
     return X, y, kwargs.get("sample_weight")
+
+
+_plans: dict[Any, tuple[tuple[str, ...], frozenset[str], bool] | None] = {}
+
+
+def _plan(func: Any) -> tuple[tuple[str, ...], frozenset[str], bool] | None:
+    """A method's parameters but ``self``: (positional names, keyword names, takes ``**kwargs``).
+
+    None where arguments cannot be matched up by name and position alone (``*args``).
+    """
+    if func is None:
+        return None
+    key = getattr(func, "__wrapped__", func)
+    try:
+        return _plans[key]
+    except (KeyError, TypeError):
+        pass
+    sig = _signature(func)
+    plan = None
+    if sig is not None:
+        params = list(sig.parameters.values())
+        if params and params[0].name == "self":
+            params = params[1:]
+        P = inspect.Parameter
+        if not any(p.kind is P.VAR_POSITIONAL for p in params):
+            positional = tuple(p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD))
+            named = frozenset(p.name for p in params if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY))
+            plan = (positional, named, any(p.kind is P.VAR_KEYWORD for p in params))
+    try:
+        _plans[key] = plan
+    except TypeError:
+        pass
+    return plan
 
 
 _signatures: dict[Any, inspect.Signature | None] = {}
@@ -676,7 +744,9 @@ def _log_search(
             return
         from mltrail.autolog.runs import AUTOLOG_TAG
         from mltrail.core.entities import Metric, Param
+        from mltrail.core.writer import get_writer
 
+        get_writer().ensure_written(run_id)  # the search's own run, started moments ago
         info = client.store.get_run_info(run_id)
         now = int(time.time() * 1000)
         for rank, (index, params, metrics) in enumerate(candidates, start=1):

@@ -164,7 +164,9 @@ def _log_late_metric(run_id: str, uri: str, key: str, value: float) -> None:
         import numpy as np
 
         from mltrail.core.store.base import MetricChunk, WriteBatch
+        from mltrail.core.writer import get_writer
 
+        get_writer().ensure_written(run_id)
         chunk = MetricChunk(run_id, key, np.array([step], dtype=np.int64), np.array([now], dtype=np.int64),
                             np.array([value], dtype=np.float64))
         Client(uri).store.write_batch(WriteBatch(metrics=[chunk]))
