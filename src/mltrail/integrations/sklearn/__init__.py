@@ -269,7 +269,10 @@ def _plan(func: Any) -> tuple[tuple[str, ...], frozenset[str], bool] | None:
         return _plans[key]
     except (KeyError, TypeError):
         pass
-    sig = _signature(func)
+    try:
+        sig: inspect.Signature | None = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = None
     plan = None
     if sig is not None:
         params = list(sig.parameters.values())
@@ -285,28 +288,6 @@ def _plan(func: Any) -> tuple[tuple[str, ...], frozenset[str], bool] | None:
     except TypeError:
         pass
     return plan
-
-
-_signatures: dict[Any, inspect.Signature | None] = {}
-
-
-def _signature(func: Any) -> inspect.Signature | None:
-    if func is None:
-        return None
-    key = getattr(func, "__wrapped__", func)
-    try:
-        return _signatures[key]
-    except (KeyError, TypeError):
-        pass
-    try:
-        sig: inspect.Signature | None = inspect.signature(func)
-    except (TypeError, ValueError):
-        sig = None
-    try:
-        _signatures[key] = sig
-    except TypeError:
-        pass
-    return sig
 
 
 def caller_variable(obj: Any) -> str | None:
@@ -887,7 +868,8 @@ def _own_score(estimator: Any, X: Any, y: Any, weight: Any, kind: str) -> float 
     """``estimator.score(X, y)``, or None when ``score`` is the default metric (computed anyway)."""
     if _default_score(estimator, kind):
         return None
-    if weight is not None and "sample_weight" in (_signature(type(estimator).score) or inspect.Signature()).parameters:
+    plan = _plan(type(estimator).score) if weight is not None else None
+    if plan is not None and "sample_weight" in plan[1]:
         return float(estimator.score(X, y, sample_weight=weight))
     return float(estimator.score(X, y))
 
