@@ -14,10 +14,12 @@ Workloads: 200 boosting rounds on ``make_classification(10_000, 20)`` (8,000 row
 * ``lgb-train``   ``lightgbm.train(params, dtrain, 200, valid_sets=[dvalid])``
 * ``lgb-sklearn`` ``LGBMClassifier(n_estimators=200).fit(X, y, eval_X=Xv, eval_y=yv)``
 
-One process per workload interleaves bare, mltrail and MLflow trainings round by round,
-rotating their order, so that all see the same load on the machine (a bare training runs with
-every autolog disabled: the originals are back); each tracker writes to a fresh store in a
-temporary directory. With both trackers
+For each workload and tracker, one process interleaves bare and tracked trainings round by
+round, alternating their order, so that both see the same load on the machine (a bare training
+runs with every autolog disabled: the originals are back); each tracker writes to a fresh store
+in a temporary directory. mltrail and MLflow are measured in separate processes of the same run
+(``isolated.py`` says why); each tracked row is compared with the bare rounds of its own
+process. With both trackers
 at their defaults, a tracked training starts a run, logs params, every round's metrics, feature
 importances and the model, and ends the run. Each row gives the median over the repeats after
 one warm-up of each kind:
@@ -43,6 +45,8 @@ import tempfile
 import time
 import warnings
 from typing import Any
+
+from isolated import in_own_process
 
 WORKLOADS = ("xgb-train", "xgb-sklearn", "lgb-train", "lgb-sklearn")
 ROUNDS = 200
@@ -148,17 +152,17 @@ def main() -> None:
     trackers = args.trackers.split(",")
     print(f"xgboost {xgboost.__version__}, lightgbm {lightgbm.__version__}, {ROUNDS} rounds, "
           f"make_classification(10000, 20), eval set logged every round, 1 thread; median of "
-          f"{args.repeats} interleaved rounds (bare, {', '.join(trackers)}); load average "
+          f"{args.repeats} rounds interleaved with bare ones, one process per tracker ({', '.join(trackers)}); load average "
           f"{os.getloadavg()[0]:.2f}\n")
     print("| workload | bare wall (s) | tracker | tracked wall (s) | wall overhead | +flush (s) | "
           "caller CPU overhead | bare CPU (s) | tracked CPU (s) | process CPU overhead |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for workload in args.workloads.split(","):
-        res = measure(workload, args.repeats, trackers)
-        bare = res["bare"]
         overheads: dict[str, float] = {}
         for tracker in trackers:
-            t = res[tracker]
+            # Each tracker in a process of its own, against its own bare rounds (see isolated.py).
+            res = in_own_process(measure, workload, args.repeats, [tracker])
+            bare, t = res["bare"], res[tracker]
             over = t["wall"] - bare["wall"]
             cpu_over = t["cpu"] - bare["cpu"]
             overheads[tracker] = max(t["flushed"] - bare["wall"], 0.0) if tracker == "mltrail" else over

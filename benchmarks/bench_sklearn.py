@@ -7,11 +7,13 @@ Run from the repository root (MLflow installed in the same environment; not a pr
 
 Workloads, on ``make_classification(5000, 20)``: ``LogisticRegression()``,
 ``RandomForestClassifier(n_estimators=50)``, and ``GridSearchCV`` over 6 candidates of
-``LogisticRegression`` (cv=5: 31 fits). Each workload runs in one process that interleaves the
-three kinds of fit round by round, rotating their order — bare (every autolog off: the
-originals are back), mltrail (``mltrail.autolog()``, defaults) and MLflow
-(``mlflow.sklearn.autolog()``, defaults) — so all three see the same load on the machine. Each
-tracker writes to a fresh store in a temporary directory (MLflow: ``sqlite:///.../mlflow.db``).
+``LogisticRegression`` (cv=5: 31 fits). For each workload and tracker, one process interleaves
+bare fits (every autolog off: the originals are back) and tracked ones round by round,
+alternating their order, so that both see the same load on the machine: mltrail
+(``mltrail.autolog()``, defaults) in one process, MLflow (``mlflow.sklearn.autolog()``,
+defaults) in another of the same run (``isolated.py`` says why), each compared with the bare
+fits of its own process. Each tracker writes to a fresh store in a temporary directory (MLflow:
+``sqlite:///.../mlflow.db``).
 Each cell is the median over the repeats, after one warm-up round:
 
 * ``wall``: the time the fit call takes (what the user waits for);
@@ -34,6 +36,8 @@ import tempfile
 import time
 import warnings
 from typing import Any
+
+from isolated import in_own_process
 
 WORKLOADS = ("lr", "rf", "grid")
 TITLES = {
@@ -144,8 +148,12 @@ def main() -> None:
           "| MLflow wall (x) | overhead MLflow / mltrail |")
     print("|---|---|---|---|---|---|---|---|")
     for workload in args.workloads.split(","):
-        res = measure(workload, args.repeats, trackers)
+        # Each tracker in a process of its own, against its own bare fits (see isolated.py).
+        res = in_own_process(measure, workload, args.repeats, ["mltrail"])
         bare, ours = res["bare"], res["mltrail"]
+        if "mlflow" in trackers:
+            theirs_res = in_own_process(measure, workload, args.repeats, ["mlflow"])
+            res["mlflow"], res["mlflow_bare"] = theirs_res["mlflow"], theirs_res["bare"]
         cells = [
             TITLES[workload],
             f"{bare['wall'] * 1000:.1f} ms",
@@ -158,15 +166,16 @@ def main() -> None:
         if theirs is None:
             cells += ["-", "-"]
         else:
-            their_overhead = theirs["wall"] - bare["wall"]
+            their_bare = res["mlflow_bare"]
+            their_overhead = theirs["wall"] - their_bare["wall"]
             our_overhead = max(ours["whole"] - bare["wall"], 1e-4)
             cells += [
-                f"{theirs['wall'] * 1000:.1f} ms ({theirs['wall'] / bare['wall']:.2f}x)",
+                f"{theirs['wall'] * 1000:.1f} ms ({theirs['wall'] / their_bare['wall']:.2f}x)",
                 f"{their_overhead / our_overhead:.0f}x",
             ]
         print("| " + " | ".join(cells) + " |", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n(x) = ratio to the bare fit of the same rounds; the last column compares overheads, "
+    print(f"\n(x) = ratio to the bare fits of the same process; the last column compares overheads, "
           f"mltrail's counted with its background work (+bg). Load average at the end: {load:.2f}.")
 
 
