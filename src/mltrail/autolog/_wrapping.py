@@ -163,7 +163,6 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
                     return wrapped(*args, **kwargs)
                 if session is not None:
                     call.run = session.handle
-                    session.where = call.where
             if pre is not None:
                 call.kwargs = dict(kwargs)  # pre's own copy: a failing pre leaves the user's intact
                 try:
@@ -196,7 +195,7 @@ def make_wrapper(rt: _Runtime, patch: Patch) -> Callable[[Any, Any, tuple[Any, .
         finally:
             CURRENT.reset(token)
         if session is not None:
-            close_run(name, session, None)
+            close_run(name, session, None, where=call.where)
         if counted:
             training_calls.leave()
         if jobs._asleep:

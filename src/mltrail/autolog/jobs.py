@@ -202,7 +202,7 @@ def _register_flush_hook() -> None:
 
 
 def _loop() -> None:
-    global _thread
+    global _thread, _running
     CURRENT.set(_INSIDE)
     job: _Job | None = None
     while True:
@@ -221,18 +221,13 @@ def _loop() -> None:
                 _lock.notify_all()
                 return
             job = _jobs.popleft()
-            _begin()
+            _running += 1
         try:
             _run(job)
         except BaseException:
             with _lock:
                 _done(job)
             raise
-
-
-def _begin() -> None:
-    global _running
-    _running += 1
 
 
 def _done(job: _Job) -> None:
@@ -294,19 +289,22 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
         return
     except RunStateError:
         pass
+    write_to_ended_run(client, run_id, metrics, step, now)
+
+
+def write_to_ended_run(client: Any, run_id: str, metrics: Mapping[str, float], step: int, timestamp: int) -> None:
+    """Write one point per metric straight to the store, for a run whose buffer is closed."""
     import numpy as np
 
     from mltrail.core.store.base import MetricChunk, WriteBatch
     from mltrail.core.validation import validate_key
-    from mltrail.core.writer import get_writer
 
     chunks = [
         MetricChunk(run_id, validate_key(k, "metric"), np.array([step], dtype=np.int64),
-                    np.array([now], dtype=np.int64), np.array([float(v)], dtype=np.float64))
+                    np.array([timestamp], dtype=np.int64), np.array([float(v)], dtype=np.float64))
         for k, v in metrics.items()
     ]
-    get_writer().ensure_written(run_id)
-    client.store.write_batch(WriteBatch(metrics=chunks))
+    client.store_for(run_id).write_batch(WriteBatch(metrics=chunks))
 
 
 def user_location() -> Location | None:

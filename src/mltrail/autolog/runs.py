@@ -176,13 +176,12 @@ def _global_rank() -> int:
 class _Session:
     """The run a call logs into: opened before ``pre``, closed after the call."""
 
-    __slots__ = ("busy_id", "handle", "owned_run", "where")
+    __slots__ = ("busy_id", "handle", "owned_run")
 
     def __init__(self) -> None:
         self.busy_id: str | None = None
         self.handle: RunHandle = NO_RUN
         self.owned_run: ActiveRun | None = None
-        self.where: tuple[str, int] | None = None  # the user's line that made the call
 
 
 def open_run(
@@ -258,12 +257,15 @@ def _start_owned(
     return run
 
 
-def close_run(integration: str, session: _Session, exc: BaseException | None) -> None:
+def close_run(
+    integration: str, session: _Session, exc: BaseException | None, *, where: tuple[str, int] | None = None
+) -> None:
     """End what :func:`open_run` opened: close the handle, end an owned run with its status.
 
     The bookkeeping cannot fail; ending the run runs under the safety net (step ``run_end``),
     and if it fails the run is still taken off the active-run stack, so that nothing logs into
-    it any more (its heartbeat stops, and the store reports it crashed).
+    it any more (its heartbeat stops, and the store reports it crashed). ``where`` is the user's
+    line that made the call, where a failure of the run's deferred end is reported.
     """
     session.handle.close()
     if session.busy_id is not None:
@@ -293,7 +295,7 @@ def close_run(integration: str, session: _Session, exc: BaseException | None) ->
             # The call's background jobs still write to the run: end it after them, on the
             # worker, and give the caller back a process where the run is already over.
             if _safety.safely(integration, "run_end", _end_after_jobs, integration, run, status,
-                              session.where) is _safety.FAILED:
+                              where) is _safety.FAILED:
                 _forget(run)
             return
         jobs.flush(run_id=run_id)  # a failed call: its run is ended, complete, before it raises

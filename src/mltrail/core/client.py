@@ -99,6 +99,14 @@ class Client:
     def store(self) -> Store:
         return get_store(self.tracking_uri)
 
+    def store_for(self, run_id: str) -> Store:
+        """The store, holding ``run_id`` if this process started it (see ``Writer.start_run``).
+
+        For reads and writes that go to the store directly rather than through the run's buffer.
+        """
+        get_writer().ensure_written(run_id)
+        return self.store
+
     # ------------------------------------------------------------------ experiments
     def create_experiment(
         self,
@@ -205,8 +213,7 @@ class Client:
     def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
         if status is not None:
             _check_status(status)
-        get_writer().ensure_written(run_id)
-        self.store.update_run(
+        self.store_for(run_id).update_run(
             run_id,
             status=status,
             run_name=validate_run_name(name) if name is not None else None,
@@ -233,12 +240,10 @@ class Client:
             self.store.update_run(run_id, status=status, end_time=end_time)  # RunNotFoundError
 
     def delete_run(self, run_id: str) -> None:
-        get_writer().ensure_written(run_id)
-        self.store.set_run_lifecycle(run_id, LifecycleStage.DELETED.value)
+        self.store_for(run_id).set_run_lifecycle(run_id, LifecycleStage.DELETED.value)
 
     def restore_run(self, run_id: str) -> None:
-        get_writer().ensure_written(run_id)
-        self.store.set_run_lifecycle(run_id, LifecycleStage.ACTIVE.value)
+        self.store_for(run_id).set_run_lifecycle(run_id, LifecycleStage.ACTIVE.value)
 
     def search_runs(
         self,
@@ -335,8 +340,7 @@ class Client:
             buf.log_metric(key, value, step, ts)
 
     def log_inputs(self, run_id: str, datasets: Sequence[Any], context: str | None = None) -> None:
-        get_writer().ensure_written(run_id)
-        info = self.store.get_run_info(run_id)
+        info = self.store_for(run_id).get_run_info(run_id)
         converted: list[tuple[Dataset, str | None]] = []
         for item in datasets:
             ds = item if isinstance(item, Dataset) else from_any(item)
@@ -347,16 +351,14 @@ class Client:
     def _repo(self, run_id: str) -> ArtifactRepository:
         uri = self._artifact_uris.get(run_id)
         if uri is None:
-            get_writer().ensure_written(run_id)
-            uri = self.store.get_run_info(run_id).artifact_uri
+            uri = self.store_for(run_id).get_run_info(run_id).artifact_uri
             self._artifact_uris[run_id] = uri
         return repository_for(uri)
 
     def get_artifact_uri(self, run_id: str, artifact_path: str | None = None) -> str:
         from mltrail.core.validation import validate_artifact_path
 
-        get_writer().ensure_written(run_id)
-        root = self.store.get_run_info(run_id).artifact_uri
+        root = self.store_for(run_id).get_run_info(run_id).artifact_uri
         rel = validate_artifact_path(artifact_path)
         return f"{root}/{rel}" if rel else root
 

@@ -250,7 +250,7 @@ def _slow_key(options: dict[str, object]) -> object:
     start = _repo_start(options.get("start_dir"), script)  # type: ignore[arg-type]
     git_state: object = None
     if config.git:
-        repo = _find_repo(start)
+        repo = _cached_repo(start)
         if repo is not None:
             index = _inode_stamp(os.path.join(repo.git_dir, "index"))
             git_state = (tuple(sorted(_git_tags_cached(start).items())), index)
@@ -452,14 +452,12 @@ def _git_tags_cached(start: str) -> dict[str, str]:
     checkout or a new commit changes a file's inode or modification time (a branch whose ref
     lives only in packed-refs gets a loose ref file with its next commit).
     """
-    if start not in _repos:
-        _repos[start] = _find_repo(start)
     cached = _git_cache.get(start)
     if cached is not None:
         files, stamps, tags = cached
         if tuple(map(_inode_stamp, files)) == stamps:
             return tags
-    repo = _repos[start]
+    repo = _cached_repo(start)
     if repo is None:
         return {}
     tags = _git_tags(start)
@@ -469,6 +467,13 @@ def _git_tags_cached(start: str) -> dict[str, str]:
         files += (os.path.join(repo.common_dir, "refs", "heads", *branch.split("/")),)
     _git_cache[start] = (files, tuple(map(_inode_stamp, files)), tags)
     return tags
+
+
+def _cached_repo(start: str) -> _Repo | None:
+    """:func:`_find_repo`, walked once per start folder and process."""
+    if start not in _repos:
+        _repos[start] = _find_repo(start)
+    return _repos[start]
 
 
 def _inode_stamp(path: str) -> tuple[int, int, int] | None:

@@ -331,8 +331,7 @@ def start_run(
 
 
 def _resume(client: Client, run_id: str) -> RunInfo:
-    store = client.store
-    get_writer().ensure_written(run_id)
+    store = client.store_for(run_id)
     info = store.get_run_info(run_id)
     if info.lifecycle_stage != "active":
         msg = f"run {run_id} is deleted; restore it with Client().restore_run({run_id!r}) to resume it"
@@ -682,8 +681,7 @@ def _capture_environment_later(client: Client, run_id: str) -> None:
                 # could re-open one for a run that has ended meanwhile.
                 from mltrail.core.store import WriteBatch
 
-                get_writer().ensure_written(run_id)
-                client.store.write_batch(
+                client.store_for(run_id).write_batch(
                     WriteBatch(tags=[(run_id, k, v) for k, v in captured.tags.items()])
                 )
         except Exception:  # noqa: BLE001 - capture is best effort, never an error in training

@@ -605,7 +605,7 @@ class Writer:
         at once, or, for a run an autologged fit started, when the fit returns (at most a
         second later: see :class:`_TrainingCalls`), so that a process killed right after is
         still found CRASHED. Reads through :class:`~mltrail.core.client.Client` flush first,
-        and writes that go to the store directly call :meth:`ensure_written`.
+        and what goes to the store directly by run id takes it from ``Client.store_for``.
         """
         self._unwritten_starts.add(start.run_id)
         buf.start = start

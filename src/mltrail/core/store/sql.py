@@ -218,8 +218,8 @@ class SqlStore(Store):
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
         self._next_token_sweep = 0  # ms; see _first_write_of
-        # Active experiments a run was started in: (name, artifact location), see prepare_run.
-        self._active_experiments: dict[int, tuple[str, str]] = {}
+        # Active experiments a run was started in -> artifact location (see prepare_run).
+        self._active_experiments: dict[int, str] = {}
         _STORES.add(self)
         self._migrate()
 
@@ -524,8 +524,8 @@ class SqlStore(Store):
         # artifact location never changes; deleting or renaming it through this store forgets
         # it here (one deleted by another process takes runs until this process reads it again).
         key = _exp_int(experiment_id)
-        known = self._active_experiments.get(key)
-        if known is None:
+        location = self._active_experiments.get(key)
+        if location is None:
             row = self.conn.query(
                 "SELECT name, artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?",
                 (key,),
@@ -539,8 +539,7 @@ class SqlStore(Store):
 
                 msg = f"experiment {name!r} ({experiment_id}) is deleted; restore it before starting runs in it"
                 raise RunStateError(msg)
-            known = self._active_experiments[key] = (name, location)
-        location = known[1]
+            self._active_experiments[key] = location
         return RunStart(
             run_id=run_id,
             experiment_id=str(experiment_id),

@@ -224,34 +224,30 @@ def fit_arguments(
 ) -> tuple[Any, Any, Any]:
     """``(X, y, sample_weight)`` of a call of ``instance.<method>(*args, **kwargs)``."""
     plan = _plan(getattr(type(instance), method, None))
-    if plan is not None:
-        positional, named, var_kw = plan
-        bound: dict[str, Any] | None = (
-            dict(zip(positional, args, strict=False)) if len(args) <= len(positional) else None
-        )
-        extra: dict[str, Any] = {}
-        if bound is not None:
-            for key, value in kwargs.items():
-                if key in bound:
-                    bound = None  # given twice: the call itself fails
-                    break
-                if key in named:
-                    bound[key] = value
-                elif var_kw:
-                    extra[key] = value
-                else:
-                    bound = None
-                    break
-        if bound is not None:
-            X = bound.get(positional[0]) if positional else None
-            y = bound.get(positional[1]) if len(positional) > 1 else None
-            weight = bound.get("sample_weight")
-            if weight is None:
-                weight = extra.get("sample_weight")
-            return X, y, weight
-    X = args[0] if args else kwargs.get("X")
-    y = args[1] if len(args) > 1 else kwargs.get("y")
-    return X, y, kwargs.get("sample_weight")
+    bound = _bind(plan, args, kwargs) if plan is not None else None
+    if plan is None or bound is None:
+        X = args[0] if args else kwargs.get("X")
+        y = args[1] if len(args) > 1 else kwargs.get("y")
+        return X, y, kwargs.get("sample_weight")
+    positional = plan[0]
+    X = bound.get(positional[0]) if positional else None
+    y = bound.get(positional[1]) if len(positional) > 1 else None
+    return X, y, bound.get("sample_weight")
+
+
+def _bind(
+    plan: tuple[tuple[str, ...], frozenset[str], bool], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The call's arguments by name (``**kwargs`` ones included), or None if it would not bind."""
+    positional, named, var_kw = plan
+    if len(args) > len(positional):
+        return None
+    bound = dict(zip(positional, args, strict=False))
+    for key, value in kwargs.items():
+        if key in bound or not (key in named or var_kw):
+            return None  # given twice, or an unknown keyword: the call itself fails
+        bound[key] = value
+    return bound
 
 
 _plans: dict[Any, tuple[tuple[str, ...], frozenset[str], bool] | None] = {}
@@ -725,10 +721,7 @@ def _log_search(
             return
         from mltrail.autolog.runs import AUTOLOG_TAG
         from mltrail.core.entities import Metric, Param
-        from mltrail.core.writer import get_writer
-
-        get_writer().ensure_written(run_id)  # the search's own run, started moments ago
-        info = client.store.get_run_info(run_id)
+        info = client.store_for(run_id).get_run_info(run_id)  # the search's run, started moments ago
         now = int(time.time() * 1000)
         for rank, (index, params, metrics) in enumerate(candidates, start=1):
             child = client.create_run(

@@ -160,18 +160,8 @@ def _log_late_metric(run_id: str, uri: str, key: str, value: float) -> None:
         pass
     now = int(time.time() * 1000)
 
-    def work() -> None:
-        import numpy as np
-
-        from mltrail.core.store.base import MetricChunk, WriteBatch
-        from mltrail.core.writer import get_writer
-
-        get_writer().ensure_written(run_id)
-        chunk = MetricChunk(run_id, key, np.array([step], dtype=np.int64), np.array([now], dtype=np.int64),
-                            np.array([value], dtype=np.float64))
-        Client(uri).store.write_batch(WriteBatch(metrics=[chunk]))
-
-    jobs.submit("sklearn", "post_training_metric", run_id, work)
+    jobs.submit("sklearn", "post_training_metric", run_id,
+                lambda: jobs.write_to_ended_run(Client(uri), run_id, {key: value}, step, now))
 
 
 def _caller_variable(obj: Any) -> str | None:
